@@ -1,0 +1,251 @@
+"""Frame format conversion: the one place where host layouts meet the internal one.
+
+Hosts hand frames as uint8 or float, HWC or CHW, RGB/RGBA/BGR/BGRA/gray, sometimes
+with a leading batch dimension of one (Scope) or stored bottom row first
+(TouchDesigner).  Inside the package every frame is a float32 tensor
+``(1, 3, H, W)`` in [0, 1] on the compute device; alpha, when the host has one,
+travels beside it as ``(1, 1, H, W)``.
+
+``decode`` turns a host frame into the internal form, ``encode`` turns an
+internal frame back into any host format.  Both stay on the GPU when the frame is
+there: no host round trip, no sync.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+
+Layout = Literal["HWC", "CHW"]
+Channels = Literal["RGB", "RGBA", "BGR", "BGRA", "GRAY"]
+DType = Literal["uint8", "uint16", "float16", "bfloat16", "float32"]
+
+_TORCH_DTYPES: dict[str, torch.dtype] = {
+    "uint8": torch.uint8,
+    "uint16": torch.uint16 if hasattr(torch, "uint16") else torch.int32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+}
+_DTYPE_NAMES = {v: k for k, v in _TORCH_DTYPES.items()}
+_DTYPE_NAMES[torch.float64] = "float32"  # accepted on input, produced as float32
+_INT_MAX = {"uint8": 255.0, "uint16": 65535.0}
+_N_CHANNELS = {"GRAY": 1, "RGB": 3, "BGR": 3, "RGBA": 4, "BGRA": 4}
+_DEFAULT_ORDER = {1: "GRAY", 3: "RGB", 4: "RGBA"}
+
+
+@dataclass(frozen=True)
+class FrameFormat:
+    """How a host stores one frame.
+
+    ``flipped``: rows are stored bottom row first (TouchDesigner's origin).
+    ``batched``: the frame carries a leading batch dimension of one (Scope's ``(1,H,W,3)``).
+    """
+
+    layout: Layout = "HWC"
+    channels: Channels = "RGB"
+    dtype: DType = "uint8"
+    flipped: bool = False
+    batched: bool = False
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("HWC", "CHW"):
+            raise InputError(f"layout must be HWC or CHW, not {self.layout!r}")
+        if self.channels not in _N_CHANNELS:
+            raise InputError(f"channels must be one of {sorted(_N_CHANNELS)}, not {self.channels!r}")
+        if self.dtype not in _TORCH_DTYPES:
+            raise InputError(f"dtype must be one of {sorted(_TORCH_DTYPES)}, not {self.dtype!r}")
+
+    @property
+    def n_channels(self) -> int:
+        return _N_CHANNELS[self.channels]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _TORCH_DTYPES[self.dtype]
+
+    def with_(self, **changes) -> "FrameFormat":
+        return replace(self, **changes)
+
+    @classmethod
+    def parse(cls, spec: "FrameFormat | str | None") -> "FrameFormat | None":
+        """Accept a FrameFormat or a compact string such as ``"HWC:BGRA:uint8:flipped"``."""
+        if spec is None or isinstance(spec, FrameFormat):
+            return spec
+        kw: dict = {}
+        for part in str(spec).replace(",", ":").split(":"):
+            p = part.strip()
+            if not p:
+                continue
+            if p.upper() in ("HWC", "CHW"):
+                kw["layout"] = p.upper()
+            elif p.upper() in _N_CHANNELS:
+                kw["channels"] = p.upper()
+            elif p.lower() in _TORCH_DTYPES:
+                kw["dtype"] = p.lower()
+            elif p.lower() in ("flip", "flipped"):
+                kw["flipped"] = True
+            elif p.lower() == "batched":
+                kw["batched"] = True
+            else:
+                raise InputError(f"unknown frame-format token {p!r} in {spec!r}")
+        return cls(**kw)
+
+
+def as_tensor(frame) -> torch.Tensor:
+    """numpy arrays, tensors and anything with ``__cuda_array_interface__``/DLPack -> tensor (no copy when possible)."""
+    if isinstance(frame, torch.Tensor):
+        return frame
+    if isinstance(frame, np.ndarray):
+        if frame.dtype == np.uint16:
+            return torch.from_numpy(frame.astype(np.int32))
+        if frame.dtype == np.bool_:
+            frame = frame.astype(np.uint8) * 255
+        if not frame.flags.writeable:
+            frame = frame.copy()
+        return torch.from_numpy(np.ascontiguousarray(frame))
+    if hasattr(frame, "__cuda_array_interface__"):
+        return torch.as_tensor(frame, device="cuda")
+    if hasattr(frame, "__dlpack__"):
+        return torch.from_dlpack(frame)
+    if frame is None:
+        raise InputError("frame is None")
+    try:
+        return torch.as_tensor(np.asarray(frame))
+    except Exception as e:  # noqa: BLE001 - we turn anything into one clear line
+        raise InputError(f"cannot read a frame from {type(frame).__name__}: {e}") from None
+
+
+def infer_format(frame: torch.Tensor) -> FrameFormat:
+    """Guess the host format of a tensor from its shape and dtype.
+
+    4 dims -> batched; a last dim of 1, 3 or 4 -> HWC; else a first dim of 1, 3 or 4 -> CHW;
+    2 dims -> gray.  Channel order defaults to RGB(A): pass a format for BGR(A).
+    """
+    dt = frame.dtype
+    if dt in (torch.int32, torch.int64, torch.int16):
+        dtype = "uint16"
+    elif dt == torch.float64:
+        dtype = "float32"
+    elif dt in _DTYPE_NAMES:
+        dtype = _DTYPE_NAMES[dt]
+    else:
+        raise InputError(f"unsupported frame dtype {dt}; use uint8, uint16, float16, bfloat16 or float32")
+    shape = tuple(frame.shape)
+    batched = False
+    if len(shape) == 4:
+        if shape[0] != 1:
+            raise InputError(f"a frame has a batch dimension of 1 at most, got shape {shape}")
+        batched = True
+        shape = shape[1:]
+    if len(shape) == 2:
+        return FrameFormat(layout="HWC", channels="GRAY", dtype=dtype, batched=batched)
+    if len(shape) != 3:
+        raise InputError(f"a frame has 2, 3 or 4 dimensions (HW, HWC/CHW, 1HWC/1CHW), got shape {tuple(frame.shape)}")
+    if shape[-1] in _DEFAULT_ORDER and not (shape[0] in _DEFAULT_ORDER and shape[-1] > shape[0]):
+        layout, c = "HWC", shape[-1]
+    elif shape[0] in _DEFAULT_ORDER:
+        layout, c = "CHW", shape[0]
+    else:
+        raise InputError(f"cannot find a channel dimension of 1, 3 or 4 in shape {tuple(frame.shape)}")
+    return FrameFormat(layout=layout, channels=_DEFAULT_ORDER[c], dtype=dtype, batched=batched)
+
+
+def decode(
+    frame,
+    fmt: FrameFormat | str | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, FrameFormat]:
+    """Host frame -> ``(rgb (1,3,H,W) float32 [0,1], alpha (1,1,H,W) or None, format used)``.
+
+    NaN becomes 0 and +/-Inf is clamped, so one broken frame cannot poison temporal state.
+    """
+    t = as_tensor(frame)
+    fmt = FrameFormat.parse(fmt) or infer_format(t)
+    if device is not None:
+        t = t.to(device, non_blocking=True)
+    x = t
+    if fmt.batched or x.dim() == 4:
+        if x.dim() != 4 or x.shape[0] != 1:
+            raise InputError(f"format says batched (1,...) but frame has shape {tuple(t.shape)}")
+        x = x[0]
+    if x.dim() == 2:
+        x = x.unsqueeze(-1) if fmt.layout == "HWC" else x.unsqueeze(0)
+    if x.dim() != 3:
+        raise InputError(f"frame of shape {tuple(t.shape)} does not match format {fmt}")
+    if fmt.layout == "HWC":
+        x = x.permute(2, 0, 1)
+    c = x.shape[0]
+    if c != fmt.n_channels:
+        raise InputError(
+            f"format {fmt.channels} has {fmt.n_channels} channels but the frame has {c} (shape {tuple(t.shape)})"
+        )
+    if x.shape[1] < 1 or x.shape[2] < 1:
+        raise InputError(f"empty frame of shape {tuple(t.shape)}")
+    if fmt.dtype in _INT_MAX:
+        x = x.to(torch.float32) * (1.0 / _INT_MAX[fmt.dtype])
+    else:
+        x = torch.nan_to_num(x.to(torch.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    x = x.clamp_(0.0, 1.0) if x is not t else x.clamp(0.0, 1.0)
+    if fmt.flipped:
+        x = x.flip(1)
+    order = fmt.channels
+    alpha = None
+    if order == "GRAY":
+        rgb = x.expand(3, -1, -1)
+    elif order in ("RGB", "RGBA"):
+        rgb = x[:3]
+    else:  # BGR / BGRA
+        rgb = x[[2, 1, 0]]
+    if fmt.n_channels == 4:
+        alpha = x[3:4].unsqueeze(0).contiguous()
+    return rgb.unsqueeze(0).contiguous(), alpha, fmt
+
+
+def encode(
+    rgb: torch.Tensor,
+    fmt: FrameFormat | str,
+    alpha: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Internal ``(1,3,H,W)`` float [0,1] (+ optional alpha at any size) -> host frame in ``fmt``.
+
+    Alpha is resized (bilinear) to the frame's size; without one, an opaque alpha is written.
+    """
+    fmt = FrameFormat.parse(fmt)
+    if rgb.dim() != 4 or rgb.shape[0] != 1 or rgb.shape[1] != 3:
+        raise InputError(f"encode expects (1,3,H,W), got {tuple(rgb.shape)}")
+    x = rgb[0].float().clamp(0.0, 1.0)
+    h, w = x.shape[-2:]
+    order = fmt.channels
+    if order == "GRAY":
+        wts = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(3, 1, 1)
+        x = (x * wts).sum(0, keepdim=True)
+    elif order in ("BGR", "BGRA"):
+        x = x[[2, 1, 0]]
+    if fmt.n_channels == 4:
+        if alpha is None:
+            a = torch.ones((1, h, w), device=x.device, dtype=x.dtype)
+        else:
+            a = alpha.to(x.device, torch.float32)
+            if a.shape[-2:] != (h, w):
+                a = F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)
+            a = a[0].clamp(0.0, 1.0)
+        x = torch.cat([x, a], 0)
+    if fmt.flipped:
+        x = x.flip(1)
+    if fmt.layout == "HWC":
+        x = x.permute(1, 2, 0)
+    if fmt.dtype in _INT_MAX:
+        x = (x * _INT_MAX[fmt.dtype]).round_()
+        x = x.to(torch.int32 if fmt.dtype == "uint16" else torch.uint8)
+    else:
+        x = x.to(fmt.torch_dtype)
+    if fmt.batched:
+        x = x.unsqueeze(0)
+    return x.contiguous()

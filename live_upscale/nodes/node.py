@@ -1,0 +1,260 @@
+"""The upscale node: host-free, holds one engine and its temporal state across cooks.
+
+Two ways in:
+
+- ``cook(frame)``: one host frame in, one host frame out, every call (what a TouchDesigner
+  TOP or a per-frame host needs). While a buffering engine warms up, the input is resized
+  and returned instead, so the host never waits.
+- ``process(frames)`` / ``flush()``: exact streaming on internal tensors ``(N,3,H,W)``; a
+  buffering engine may return fewer frames, ``flush()`` returns the rest (files, Scope).
+
+The node re-creates its engine only when a load-time parameter changes, and resets the
+engine's temporal state when the input size changes (or on ``reset()``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import backends as _backends  # registers built-in backends
+from ..backends.base import Engine, EngineConfig
+from ..errors import InputError, LiveUpscaleError
+from . import formats
+from .params import UpscaleParams
+from .resample import out_size, resize
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUE = 64  # frames a buffering engine may run ahead of cook() before the oldest are dropped
+
+
+def resolve_device(spec: str) -> torch.device:
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise InputError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {spec!r} asked for, but torch sees no CUDA GPU (use device='auto' or 'cpu')")
+    return dev
+
+
+class _GpuTimer:
+    """Milliseconds per frame without syncing: CUDA events are read only once they have completed."""
+
+    def __init__(self) -> None:
+        self.ms_per_frame: float | None = None
+        self._pending: deque = deque()
+
+    def _update(self, ms: float, n: int) -> None:
+        per = ms / max(1, n)
+        self.ms_per_frame = per if self.ms_per_frame is None else 0.9 * self.ms_per_frame + 0.1 * per
+
+    def start(self, device: torch.device):
+        if device.type == "cuda":
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return time.perf_counter()
+
+    def stop(self, token, n: int) -> None:
+        if isinstance(token, float):
+            self._update((time.perf_counter() - token) * 1000.0, n)
+            return
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        self._pending.append((token, end, n))
+        while self._pending and self._pending[0][1].query():
+            s, e, k = self._pending.popleft()
+            self._update(s.elapsed_time(e), k)
+        while len(self._pending) > 32:
+            self._pending.popleft()
+
+
+class UpscaleNode:
+    """The operator every host wraps. See the module docstring."""
+
+    def __init__(self, params: UpscaleParams | None = None, **overrides: Any):
+        base = params.model_dump() if params is not None else {}
+        self.params = UpscaleParams(**{**base, **overrides})
+        self.device = resolve_device(self.params.device)
+        self.engine: Engine | None = None
+        self.backend_id: str | None = None
+        self.backend_reason = ""
+        self._load_key: tuple | None = None
+        self._in_size: tuple[int, int] | None = None
+        self._queue: deque[torch.Tensor] = deque()  # engine outputs not yet handed to cook()
+        self._alpha: deque[torch.Tensor | None] = deque()  # input alphas, aligned with engine outputs
+        self._timer = _GpuTimer()
+        self.frames_in = 0
+        self.frames_out = 0
+        self.resets = 0
+        self.last_error = ""
+
+    # --- parameters and engine lifetime ------------------------------------------------------------
+
+    def update(self, **changes: Any) -> bool:
+        """Apply parameter changes. Returns True when the engine will be re-created (load-time change)."""
+        if not changes:
+            return False
+        new = UpscaleParams(**{**self.params.model_dump(), **changes})
+        reload = new.load_key() != self.params.load_key()
+        if new.device != self.params.device:
+            self.device = resolve_device(new.device)
+        self.params = new
+        if reload:
+            self._drop_engine()
+        elif self.engine is not None:
+            self.engine.set_options(sharpen=new.sharpen)
+        return reload
+
+    def load(self) -> Engine:
+        """Create the engine now (hosts call this at load time so the first cook is not slow)."""
+        if self.engine is None or self._load_key != self.params.load_key():
+            self._drop_engine()
+            p = self.params
+            cls, why = _backends.choose(p.backend, self.device, p.model)
+            cfg = EngineConfig(
+                device=self.device,
+                scale=p.scale,
+                model=p.model,
+                precision=p.precision,
+                options={"quality": p.quality, "prescale": p.prescale, "sharpen": p.sharpen, "download": p.download},
+            )
+            self.engine = cls.load(cfg)
+            self.backend_id, self.backend_reason = cls.id, why
+            self._load_key = p.load_key()
+            log.info("live-upscale: using %s: %s", why, self.engine.describe())
+        return self.engine
+
+    def _drop_engine(self) -> None:
+        if self.engine is not None:
+            try:
+                self.engine.close()
+            finally:
+                self.engine = None
+                self._load_key = None
+        self._clear_state()
+
+    def _clear_state(self) -> None:
+        self._queue.clear()
+        self._alpha.clear()
+        self._in_size = None
+
+    def reset(self) -> None:
+        """Drop all temporal state (engine history, queued frames). The engine stays loaded."""
+        if self.engine is not None:
+            self.engine.reset()
+        self._clear_state()
+        self.resets += 1
+
+    def close(self) -> None:
+        self._drop_engine()
+
+    # --- streaming on internal tensors ------------------------------------------------------------
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        return out_size(h, w, self.params.scale)
+
+    def process(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(N,3,H,W)`` float in [0,1] -> upscaled ``(M,3,h,w)``; ``M < N`` while a temporal engine buffers."""
+        if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or frames.shape[1] != 3:
+            shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+            raise InputError(f"process() takes (N,3,H,W) float frames, got {shape}")
+        engine = self.load()
+        x = frames.to(self.device, torch.float32, non_blocking=True)
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        if size != self._in_size:
+            if self._in_size is not None:
+                log.info("live-upscale: input size %s -> %s, temporal state reset", self._in_size, size)
+                self.reset()
+            self._in_size = size
+        token = self._timer.start(self.device)
+        y = engine.process(x)
+        self._timer.stop(token, x.shape[0])
+        self.frames_in += x.shape[0]
+        y = self._check_output(y, size)
+        self.frames_out += y.shape[0]
+        return y
+
+    def flush(self) -> torch.Tensor | None:
+        """End of stream: whatever a buffering engine still holds (None if nothing)."""
+        if self.engine is None:
+            return None
+        y = self.engine.flush()
+        if y is None or y.shape[0] == 0:
+            return None
+        y = self._check_output(y, self._in_size or tuple(y.shape[-2:]))
+        self.frames_out += y.shape[0]
+        return y
+
+    def _check_output(self, y: torch.Tensor, in_size: tuple[int, int]) -> torch.Tensor:
+        want = self.output_size(*in_size)
+        if y.shape[0] and tuple(y.shape[-2:]) != want:
+            # a backend that rounds differently must not change the host's texture size
+            y = resize(y.float(), want, "bicubic").clamp_(0.0, 1.0)
+        return y
+
+    # --- host frames ------------------------------------------------------------------------------
+
+    def cook(
+        self,
+        frame,
+        in_format: formats.FrameFormat | str | None = None,
+        out_format: formats.FrameFormat | str | None = None,
+    ):
+        """One host frame in, one upscaled host frame out (same format unless ``out_format`` is given).
+
+        numpy in -> numpy out; tensors stay on the compute device.
+        """
+        rgb, alpha, fmt = formats.decode(frame, in_format, self.device)
+        out_fmt = formats.FrameFormat.parse(out_format) or fmt
+        ys = self.process(rgb)
+        self._alpha.append(alpha)
+        for i in range(ys.shape[0]):
+            self._queue.append(ys[i : i + 1])
+        while len(self._queue) > MAX_QUEUE:
+            self._queue.popleft()
+        while len(self._alpha) > len(self._queue) + MAX_QUEUE:
+            self._alpha.popleft()
+        if self._queue:
+            y = self._queue.popleft()
+            a = self._alpha.popleft() if self._alpha else alpha
+        else:  # a buffering engine is warming up: hand back the input, resized, so the host never waits
+            y = resize(rgb, self.output_size(*rgb.shape[-2:]), "bicubic").clamp_(0.0, 1.0)
+            a = alpha
+        out = formats.encode(y, out_fmt, a)
+        if isinstance(frame, np.ndarray):
+            return out.cpu().numpy()
+        return out
+
+    # --- status ----------------------------------------------------------------------------------
+
+    @property
+    def ms_per_frame(self) -> float | None:
+        return self._timer.ms_per_frame
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend_id,
+            "why": self.backend_reason,
+            "engine": self.engine.describe() if self.engine is not None else None,
+            "device": str(self.device),
+            "scale": self.params.scale,
+            "ms_per_frame": self.ms_per_frame,
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "resets": self.resets,
+            "last_error": self.last_error,
+        }
+
+
+__all__ = ["UpscaleNode", "UpscaleParams", "LiveUpscaleError", "resolve_device"]

@@ -1,0 +1,1 @@
+"""Thin host adapters: the CLI, the Daydream Scope plugin, the TouchDesigner Script TOP."""
