@@ -28,6 +28,7 @@ from ..errors import InputError, LiveUpscaleError
 from . import formats
 from .params import UpscaleParams
 from .resample import out_size, resize
+from .temporal import SceneCutDetector, Stabilizer
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ class UpscaleNode:
         self._queue: deque[torch.Tensor] = deque()  # engine outputs not yet handed to cook()
         self._alpha: deque[torch.Tensor | None] = deque()  # input alphas, aligned with engine outputs
         self._timer = _GpuTimer()
+        self._stabilizer = Stabilizer(cut_threshold=self.params.scene_cut or 2.0)
+        self._cuts = SceneCutDetector()
         self.frames_in = 0
         self.frames_out = 0
         self.resets = 0
@@ -110,6 +113,7 @@ class UpscaleNode:
         if new.device != self.params.device:
             self.device = resolve_device(new.device)
         self.params = new
+        self._stabilizer.cut_threshold = new.scene_cut or 2.0  # 0 = never cut (diffs are <= 1)
         if reload:
             self._drop_engine()
         elif self.engine is not None:
@@ -145,6 +149,8 @@ class UpscaleNode:
         self._clear_state()
 
     def _clear_state(self) -> None:
+        self._stabilizer.reset()
+        self._cuts.reset()
         self._queue.clear()
         self._alpha.clear()
         self._in_size = None
@@ -178,12 +184,38 @@ class UpscaleNode:
                 self.reset()
             self._in_size = size
         token = self._timer.start(self.device)
-        y = engine.process(x)
+        if engine.caps.temporal and self.params.scene_cut > 0:
+            y = self._process_with_cuts(engine, x)
+        else:
+            y = engine.process(x)
+        if not engine.caps.temporal and self.params.stabilize > 0 and y.shape[0] == x.shape[0]:
+            y = self._stabilizer(x, y, self.params.stabilize)
+        elif self._stabilizer.prev_hr is not None:
+            self._stabilizer.reset()  # turned off: the next time it starts from a fresh history
         self._timer.stop(token, x.shape[0])
         self.frames_in += x.shape[0]
         y = self._check_output(y, size)
         self.frames_out += y.shape[0]
         return y
+
+    def _process_with_cuts(self, engine: Engine, x: torch.Tensor) -> torch.Tensor:
+        """Temporal engines: at a hard cut, flush what belongs to the old scene, then reset."""
+        cuts = self._cuts.cuts(x, self.params.scene_cut)
+        if not cuts:
+            return engine.process(x)
+        outs = []
+        edges = sorted({0, *cuts, x.shape[0]})
+        for a, b in zip(edges[:-1], edges[1:]):
+            if a in cuts:
+                tail = engine.flush()
+                if tail is not None and tail.shape[0]:
+                    outs.append(tail)
+                engine.reset()
+                self.resets += 1
+                log.info("live-upscale: scene cut, temporal state reset")
+            outs.append(engine.process(x[a:b]))
+        outs = [o for o in outs if o.shape[0]] or outs[-1:]
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
 
     def flush(self) -> torch.Tensor | None:
         """End of stream: whatever a buffering engine still holds (None if nothing)."""

@@ -34,7 +34,7 @@ class UpscaleParams(BaseModel):
     sharpen: float = Field(0.0, ge=0.0, le=2.0, description="Unsharp-mask amount on the output (classic: added to its own).")
     stabilize: float = Field(0.0, ge=0.0, le=1.0, description="Temporal stabilizer strength (0 = off).")
     scene_cut: float = Field(
-        0.25, ge=0.0, le=1.0, description="Mean low-res frame difference above which temporal state is reset (0 = never)."
+        0.12, ge=0.0, le=1.0, description="Mean low-res thumbnail difference above which temporal state is reset (0 = never)."
     )
     download: bool = Field(True, description="Fetch registered weights that are not cached yet.")
 

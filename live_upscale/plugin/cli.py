@@ -27,6 +27,10 @@ def _node_args(p: argparse.ArgumentParser) -> None:
                    help="model scale != target: resize the input first (default) or the model's output")
     p.add_argument("--quality", choices=["fast", "balanced", "high"], default="balanced")
     p.add_argument("--sharpen", type=float, default=0.0, help="extra unsharp-mask amount (0-2)")
+    p.add_argument("--stabilize", type=float, default=0.0, metavar="STRENGTH",
+                   help="temporal stabilizer for frame-by-frame backends, 0 (off) to 1")
+    p.add_argument("--scene-cut", type=float, default=0.12, metavar="THRESHOLD",
+                   help="low-res frame difference that counts as a cut and resets temporal state (0 = never)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
     p.add_argument("--offline", action="store_true", help="never download weights")
@@ -37,7 +41,7 @@ def _make_node(a: argparse.Namespace):
 
     node = UpscaleNode(
         backend=a.backend, model=a.model, scale=a.scale, prescale=a.prescale, quality=a.quality,
-        sharpen=a.sharpen, device=a.device, precision=a.precision, download=not a.offline,
+        sharpen=a.sharpen, stabilize=a.stabilize, scene_cut=a.scene_cut, device=a.device, precision=a.precision, download=not a.offline,
     )
     node.load()
     print(f"backend: {node.backend_reason}\nengine:  {node.engine.describe()} on {node.device}", file=sys.stderr)

@@ -1,0 +1,173 @@
+"""Temporal stages of the node: a motion-compensated stabilizer and a scene-cut detector.
+
+Stabilizer (for frame-by-frame backends: classic, realesrgan, RTX VSR). Each frame:
+
+1. motion between the previous and the current *low-res* frame: pyramid Lucas-Kanade on the
+   luma, in torch, on the compute device (no weights, a few dozen small convolutions);
+2. the previous *output* is warped onto the current frame (bicubic sampling keeps detail when
+   the history is resampled frame after frame) and clamped to the current output's 3x3
+   min/max (the TAA neighbourhood clamp that stops ghost trails);
+3. evidence gate per pixel: the warped history, downscaled, must explain the current low-res
+   frame about as well as the current output does; where it does worse (occlusion, wrong
+   motion, new content) its weight falls to zero. A global gate drops the history on a scene
+   cut, on the device, without a host sync;
+4. blend: ``out = cur + 0.9*strength*gate*(history - cur)``; ``out`` becomes the next history.
+
+Scene cuts for temporal backends (whose state lives in the engine) are found with thumbnails
+(16x16, mean absolute difference) and need one tiny host read per batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    w = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+_grid_cache: dict[tuple, torch.Tensor] = {}
+
+
+def _base_grid(h: int, w: int, device, dtype) -> torch.Tensor:
+    key = (h, w, str(device), dtype)
+    g = _grid_cache.get(key)
+    if g is None:
+        if len(_grid_cache) > 32:
+            _grid_cache.clear()
+        ys = torch.linspace(-1.0, 1.0, h, device=device, dtype=dtype) if h > 1 else torch.zeros(1, device=device, dtype=dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=device, dtype=dtype) if w > 1 else torch.zeros(1, device=device, dtype=dtype)
+        g = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None]  # (1,h,w,2) as (x,y)
+        _grid_cache[key] = g
+    return g
+
+
+def warp(x: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Backward warp: ``out(p) = x(p + flow(p))``; flow ``(N,2,H,W)`` in pixels of ``x``'s grid."""
+    n, _, h, w = x.shape
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=x.device, dtype=x.dtype)
+    grid = _base_grid(h, w, x.device, x.dtype) + flow.permute(0, 2, 3, 1) * scale
+    return F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=True)
+
+
+def _box(x: torch.Tensor, k: int) -> torch.Tensor:
+    return F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)
+
+
+def lk_flow(cur: torch.Tensor, prev: torch.Tensor, levels: int = 4, iters: int = 3, win: int = 7) -> torch.Tensor:
+    """Dense backward flow ``cur -> prev`` (pixels) by pyramid Lucas-Kanade on ``(N,1,H,W)`` images."""
+    pyr_c, pyr_p = [cur], [prev]
+    while len(pyr_c) < levels and min(pyr_c[-1].shape[-2:]) >= 16:
+        pyr_c.append(F.avg_pool2d(pyr_c[-1], 2, ceil_mode=True))
+        pyr_p.append(F.avg_pool2d(pyr_p[-1], 2, ceil_mode=True))
+    flow = None
+    for c, p in zip(reversed(pyr_c), reversed(pyr_p)):
+        h, w = c.shape[-2:]
+        if flow is None:
+            flow = torch.zeros((c.shape[0], 2, h, w), device=c.device, dtype=c.dtype)
+        else:
+            sy, sx = h / flow.shape[-2], w / flow.shape[-1]
+            flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
+            flow = flow * torch.tensor([sx, sy], device=c.device, dtype=c.dtype).view(1, 2, 1, 1)
+        for _ in range(iters):
+            pw = warp(p, flow)
+            base = 0.5 * (pw + c)  # symmetric gradients converge faster
+            px = F.pad(base, (1, 1, 0, 0), mode="replicate")
+            py = F.pad(base, (0, 0, 1, 1), mode="replicate")
+            gx = (px[..., 2:] - px[..., :-2]) * 0.5
+            gy = (py[..., 2:, :] - py[..., :-2, :]) * 0.5
+            gt = pw - c
+            sxx, syy, sxy = _box(gx * gx, win) + 1e-4, _box(gy * gy, win) + 1e-4, _box(gx * gy, win)
+            sxt, syt = _box(gx * gt, win), _box(gy * gt, win)
+            det = sxx * syy - sxy * sxy
+            du = -(syy * sxt - sxy * syt) / det
+            dv = -(sxx * syt - sxy * sxt) / det
+            # smoothing every update is what keeps per-pixel LK from wandering (aperture problem)
+            flow = _box(flow + torch.cat([du, dv], 1).clamp_(-2.0, 2.0), 5)
+    return flow
+
+
+def _area(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, mode="area")
+
+
+def thumbnails(x: torch.Tensor, side: int = 16) -> torch.Tensor:
+    return F.adaptive_avg_pool2d(x, side)
+
+
+class Stabilizer:
+    """Motion-compensated recursive blend of the upscaler's outputs. See the module docstring."""
+
+    def __init__(self, cut_threshold: float = 0.12, tau: float = 0.04):
+        self.cut_threshold = cut_threshold
+        self.tau = tau
+        self.reset()
+
+    def reset(self) -> None:
+        self.prev_lr: torch.Tensor | None = None
+        self.prev_hr: torch.Tensor | None = None
+        self.prev_thumb: torch.Tensor | None = None
+
+    def __call__(self, lr: torch.Tensor, hr: torch.Tensor, strength: float) -> torch.Tensor:
+        """``lr (N,3,h,w)`` inputs and ``hr (N,3,H,W)`` backend outputs, in order -> stabilized outputs."""
+        if strength <= 0:
+            self.reset()
+            return hr
+        outs = [self._one(lr[i : i + 1], hr[i : i + 1], strength) for i in range(hr.shape[0])]
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+    def _one(self, lr: torch.Tensor, hr: torch.Tensor, strength: float) -> torch.Tensor:
+        lr = lr.float()
+        hr = hr.float()
+        thumb = thumbnails(lr)
+        if self.prev_hr is None or self.prev_hr.shape != hr.shape or self.prev_lr.shape != lr.shape:
+            self.prev_lr, self.prev_hr, self.prev_thumb = lr, hr, thumb
+            return hr
+        h, w = lr.shape[-2:]
+        big_h, big_w = hr.shape[-2:]
+        flow = lk_flow(luma(lr), luma(self.prev_lr))
+        flow_hr = F.interpolate(flow, size=(big_h, big_w), mode="bilinear", align_corners=False)
+        flow_hr = flow_hr * torch.tensor([big_w / w, big_h / h], device=hr.device).view(1, 2, 1, 1)
+        hist = warp(self.prev_hr, flow_hr, mode="bicubic")
+        # neighbourhood clamp: history may only take values the current output has within 3x3
+        hi = F.max_pool2d(hr, 3, stride=1, padding=1)
+        lo = -F.max_pool2d(-hr, 3, stride=1, padding=1)
+        hist = torch.minimum(torch.maximum(hist, lo), hi)
+        # evidence: does the history explain the low-res frame as well as the current output does?
+        # (signed differences are averaged over 3x3 first: noise cancels, structure does not)
+        e_hist = _box(_area(hist, (h, w)) - lr, 3).abs().mean(1, keepdim=True)
+        e_cur = _box(_area(hr, (h, w)) - lr, 3).abs().mean(1, keepdim=True)
+        excess = (e_hist - e_cur).clamp_min(0)
+        gate = (1.0 - excess / self.tau).clamp_(0.0, 1.0)
+        # scene cut: drop the history everywhere, decided on the device (no host sync)
+        same_scene = ((thumb - self.prev_thumb).abs().mean() < self.cut_threshold).to(gate.dtype)
+        gate = F.interpolate(gate * same_scene, size=(big_h, big_w), mode="bilinear", align_corners=False)
+        out = hr + (0.9 * strength) * gate * (hist - hr)
+        out = out.clamp_(0.0, 1.0)
+        self.prev_lr, self.prev_hr, self.prev_thumb = lr, out, thumb
+        return out
+
+
+class SceneCutDetector:
+    """Finds hard cuts in a batch of low-res frames (one small host read per batch)."""
+
+    def __init__(self) -> None:
+        self.prev: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self.prev = None
+
+    def cuts(self, frames: torch.Tensor, threshold: float) -> list[int]:
+        """Indices ``i`` in the batch where frame ``i`` starts a new scene (0 = against the last batch)."""
+        t = thumbnails(frames.float())
+        prev = t[:-1] if self.prev is None else torch.cat([self.prev, t[:-1]])
+        self.prev = t[-1:]
+        if threshold <= 0 or prev.shape[0] == 0:
+            return []
+        diffs = (t[-prev.shape[0] :] - prev).abs().mean(dim=(1, 2, 3))
+        offset = t.shape[0] - prev.shape[0]
+        return [i + offset for i, d in enumerate(diffs.tolist()) if d >= threshold]
