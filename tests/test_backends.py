@@ -150,7 +150,7 @@ def test_probe_and_auto_choice(compact_x4):
     assert not rows["realesrgan"].ok and "models fetch realesr-animevideov3" in rows["realesrgan"].reason
     assert rows["realesrgan"].downloadable
     cls, why = choose("auto", CPU)
-    assert cls.id == "classic" and "skipped realesrgan" in why
+    assert cls.id == "classic" and "realesrgan: weights" in why
     cls, _ = choose("auto", CPU, str(compact_x4))  # weights on disk: the better backend wins
     assert cls.id == "realesrgan"
     with pytest.raises(BackendUnavailable, match="unknown backend"):

@@ -80,7 +80,7 @@ def chunk_backend():
 
 
 def test_process_and_flush_keep_every_frame(chunk_backend):
-    node = UpscaleNode(backend="test_chunk", scale=2)
+    node = UpscaleNode(backend="test_chunk", scale=2, scene_cut=0)  # random frames would all be "cuts"
     outs = [node.process(torch.rand(1, 3, 6, 8)) for _ in range(7)]
     assert [o.shape[0] for o in outs] == [0, 0, 3, 0, 0, 3, 0]
     tail = node.flush()
@@ -115,7 +115,7 @@ def test_size_change_resets_temporal_state(chunk_backend):
 
 
 def test_load_params_recreate_runtime_params_do_not(chunk_backend):
-    node = UpscaleNode(backend="test_chunk", scale=2)
+    node = UpscaleNode(backend="test_chunk", scale=2, scene_cut=0)
     node.process(torch.rand(1, 3, 4, 4))
     first = node.engine
     assert node.update(sharpen=1.0) is False
@@ -129,7 +129,7 @@ def test_load_params_recreate_runtime_params_do_not(chunk_backend):
 
 
 def test_explicit_reset(chunk_backend):
-    node = UpscaleNode(backend="test_chunk", scale=2)
+    node = UpscaleNode(backend="test_chunk", scale=2, scene_cut=0)
     node.process(torch.rand(2, 3, 4, 4))
     node.reset()
     assert node.engine.buf == [] and node.engine.resets == 1
