@@ -83,6 +83,10 @@ class Engine(ABC):
     def set_options(self, **options: Any) -> None:
         """Runtime knobs (sharpen, strength, ...). Unknown names are ignored."""
 
+    def on_oom(self) -> str | None:
+        """Out of memory: switch to a lighter path (tiles, smaller chunks) and say which, or None if there is none."""
+        return None
+
     def describe(self) -> str:
         return type(self).__name__
 

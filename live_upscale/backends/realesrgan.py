@@ -75,6 +75,9 @@ class SpandrelEngine(Engine):
         self.source = source
         self.model_scale = int(descriptor.scale)
         self.route = config.options.get("prescale", "input")
+        self.tile = int(config.options.get("tile", 0) or 0)  # 0 = whole frames; set on OOM
+        self.overlap = int(config.options.get("tile_overlap", 16))
+        self._last_hw: tuple[int, int] | None = None
         self.dtype = resolve_dtype(
             config.precision, config.device, bool(descriptor.supports_half), bool(descriptor.supports_bfloat16)
         )
@@ -100,7 +103,33 @@ class SpandrelEngine(Engine):
         return f"{self.model_scale}x model, output resized by {self.scale / self.model_scale:g}"
 
     def run_model(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N,3,h,w)`` float -> ``(N,3,h*m,w*m)`` float32 in [0,1] (pads and crops as needed)."""
+        """``(N,3,h,w)`` float -> ``(N,3,h*m,w*m)`` float32 in [0,1]; tiled when ``self.tile`` is set."""
+        h, w = x.shape[-2:]
+        self._last_hw = (h, w)
+        if not self.tile or (h <= self.tile and w <= self.tile):
+            return self._run_whole(x)
+        m, t, o = self.model_scale, self.tile, self.overlap
+        out = torch.empty((x.shape[0], 3, h * m, w * m), device=x.device, dtype=torch.float32)
+        for y0 in range(0, h, t):
+            for x0 in range(0, w, t):
+                y1, x1 = min(y0 + t, h), min(x0 + t, w)
+                ya, xa, yb, xb = max(0, y0 - o), max(0, x0 - o), min(h, y1 + o), min(w, x1 + o)
+                part = self._run_whole(x[..., ya:yb, xa:xb])
+                # keep each tile's centre: the overlap hides the tile border from the model's receptive field
+                out[..., y0 * m : y1 * m, x0 * m : x1 * m] = part[
+                    ..., (y0 - ya) * m : (y1 - ya) * m, (x0 - xa) * m : (x1 - xa) * m
+                ]
+        return out
+
+    def on_oom(self) -> str | None:
+        smallest = 64
+        if self.tile == smallest:
+            return None
+        largest = max(self._last_hw) if self._last_hw else 1024
+        self.tile = max(smallest, (self.tile or largest) // 2)
+        return f"tiles of {self.tile} px with {self.overlap} px overlap"
+
+    def _run_whole(self, x: torch.Tensor) -> torch.Tensor:
         x, h, w = pad_to_requirements(x.to(self.dtype), self.desc.size_requirements)
         if self.config.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)

@@ -167,6 +167,8 @@ def decode(
     NaN becomes 0 and +/-Inf is clamped, so one broken frame cannot poison temporal state.
     """
     t = as_tensor(frame)
+    if t.device.type == "meta":
+        raise InputError("frame has no data (a meta tensor)")
     fmt = FrameFormat.parse(fmt) or infer_format(t)
     if device is not None:
         t = t.to(device, non_blocking=True)

@@ -15,6 +15,7 @@ engine's temporal state when the input size changes (or on ``reset()``).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -24,7 +25,7 @@ import torch
 
 from .. import backends as _backends  # registers built-in backends
 from ..backends.base import Engine, EngineConfig
-from ..errors import InputError, LiveUpscaleError
+from ..errors import InputError, LiveUpscaleError, one_line
 from . import formats
 from .params import UpscaleParams
 from .resample import out_size, resize
@@ -46,6 +47,16 @@ def resolve_device(spec: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {spec!r} asked for, but torch sees no CUDA GPU (use device='auto' or 'cpu')")
     return dev
+
+
+def is_oom(e: BaseException) -> bool:
+    """CUDA OOM, or the CPU allocator giving up."""
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(e).lower()
+    return isinstance(e, (RuntimeError, MemoryError)) and (
+        "out of memory" in text or "can't allocate memory" in text or isinstance(e, MemoryError)
+    )
 
 
 class _GpuTimer:
@@ -80,6 +91,11 @@ class _GpuTimer:
             self._pending.popleft()
 
 
+def frame_is_int(frame) -> bool:
+    dt = getattr(frame, "dtype", None)
+    return dt is not None and ("int" in str(dt) or "uint" in str(dt))
+
+
 class UpscaleNode:
     """The operator every host wraps. See the module docstring."""
 
@@ -101,13 +117,37 @@ class UpscaleNode:
         self.frames_out = 0
         self.resets = 0
         self.last_error = ""
+        self.notices: list[str] = []  # things the node changed by itself (e.g. tiling after OOM), newest last
+        self._lock = threading.RLock()  # held while a frame is processed
+        self._pending: dict[str, Any] = {}  # updates that arrived mid-frame, applied before the next one
 
     # --- parameters and engine lifetime ------------------------------------------------------------
 
     def update(self, **changes: Any) -> bool:
-        """Apply parameter changes. Returns True when the engine will be re-created (load-time change)."""
+        """Apply parameter changes between frames. Returns True when the engine will be re-created.
+
+        Safe to call from another thread while frames are processed: the changes are validated now and
+        applied atomically before the next frame (never half-way through one).
+        """
         if not changes:
             return False
+        merged = {**self.params.model_dump(), **self._pending, **changes}
+        new = UpscaleParams(**merged)  # validate now: a bad value raises in the caller's thread
+        reload = new.load_key() != self.params.load_key()
+        if self._lock.acquire(blocking=False):
+            try:
+                self._pending.update(changes)
+                self._apply_pending()
+            finally:
+                self._lock.release()
+        else:
+            self._pending.update(changes)
+        return reload
+
+    def _apply_pending(self) -> None:
+        if not self._pending:
+            return
+        changes, self._pending = self._pending, {}
         new = UpscaleParams(**{**self.params.model_dump(), **changes})
         reload = new.load_key() != self.params.load_key()
         if new.device != self.params.device:
@@ -118,7 +158,6 @@ class UpscaleNode:
             self._drop_engine()
         elif self.engine is not None:
             self.engine.set_options(sharpen=new.sharpen)
-        return reload
 
     def load(self) -> Engine:
         """Create the engine now (hosts call this at load time so the first cook is not slow)."""
@@ -157,10 +196,11 @@ class UpscaleNode:
 
     def reset(self) -> None:
         """Drop all temporal state (engine history, queued frames). The engine stays loaded."""
-        if self.engine is not None:
-            self.engine.reset()
-        self._clear_state()
-        self.resets += 1
+        with self._lock:
+            if self.engine is not None:
+                self.engine.reset()
+            self._clear_state()
+            self.resets += 1
 
     def close(self) -> None:
         self._drop_engine()
@@ -175,6 +215,11 @@ class UpscaleNode:
         if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or frames.shape[1] != 3:
             shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
             raise InputError(f"process() takes (N,3,H,W) float frames, got {shape}")
+        with self._lock:
+            self._apply_pending()
+            return self._process_locked(frames)
+
+    def _process_locked(self, frames: torch.Tensor) -> torch.Tensor:
         engine = self.load()
         x = frames.to(self.device, torch.float32, non_blocking=True)
         size = (int(x.shape[-2]), int(x.shape[-1]))
@@ -184,10 +229,7 @@ class UpscaleNode:
                 self.reset()
             self._in_size = size
         token = self._timer.start(self.device)
-        if engine.caps.temporal and self.params.scene_cut > 0:
-            y = self._process_with_cuts(engine, x)
-        else:
-            y = engine.process(x)
+        y = self._run_engine(engine, x)
         if not engine.caps.temporal and self.params.stabilize > 0 and y.shape[0] == x.shape[0]:
             y = self._stabilizer(x, y, self.params.stabilize)
         elif self._stabilizer.prev_hr is not None:
@@ -197,6 +239,29 @@ class UpscaleNode:
         y = self._check_output(y, size)
         self.frames_out += y.shape[0]
         return y
+
+    def _run_engine(self, engine: Engine, x: torch.Tensor) -> torch.Tensor:
+        """Run the engine; on out-of-memory let it switch to a lighter path and retry (said once)."""
+        for _ in range(8):
+            try:
+                if engine.caps.temporal and self.params.scene_cut > 0:
+                    return self._process_with_cuts(engine, x)
+                return engine.process(x)
+            except Exception as e:  # noqa: BLE001 - only OOM is handled here, the rest re-raised
+                if not is_oom(e):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                lighter = engine.on_oom()
+                if lighter is None:
+                    raise LiveUpscaleError(
+                        f"out of memory at {tuple(x.shape[-2:])} with {self.backend_id} and no lighter path left; "
+                        "use a smaller scale or batch, or another backend"
+                    ) from None
+                note = f"out of memory at {tuple(x.shape[-2:])}: {self.backend_id} now uses {lighter}"
+                log.warning("live-upscale: %s", note)
+                self.notices.append(note)
+        raise LiveUpscaleError("out of memory: retried 8 times")
 
     def _process_with_cuts(self, engine: Engine, x: torch.Tensor) -> torch.Tensor:
         """Temporal engines: at a hard cut, flush what belongs to the old scene, then reset."""
@@ -219,14 +284,15 @@ class UpscaleNode:
 
     def flush(self) -> torch.Tensor | None:
         """End of stream: whatever a buffering engine still holds (None if nothing)."""
-        if self.engine is None:
-            return None
-        y = self.engine.flush()
-        if y is None or y.shape[0] == 0:
-            return None
-        y = self._check_output(y, self._in_size or tuple(y.shape[-2:]))
-        self.frames_out += y.shape[0]
-        return y
+        with self._lock:
+            if self.engine is None:
+                return None
+            y = self.engine.flush()
+            if y is None or y.shape[0] == 0:
+                return None
+            y = self._check_output(y, self._in_size or tuple(y.shape[-2:]))
+            self.frames_out += y.shape[0]
+            return y
 
     def _check_output(self, y: torch.Tensor, in_size: tuple[int, int]) -> torch.Tensor:
         want = self.output_size(*in_size)
@@ -247,26 +313,75 @@ class UpscaleNode:
 
         numpy in -> numpy out; tensors stay on the compute device.
         """
-        rgb, alpha, fmt = formats.decode(frame, in_format, self.device)
-        out_fmt = formats.FrameFormat.parse(out_format) or fmt
-        ys = self.process(rgb)
-        self._alpha.append(alpha)
-        for i in range(ys.shape[0]):
-            self._queue.append(ys[i : i + 1])
-        while len(self._queue) > MAX_QUEUE:
-            self._queue.popleft()
-        while len(self._alpha) > len(self._queue) + MAX_QUEUE:
-            self._alpha.popleft()
-        if self._queue:
-            y = self._queue.popleft()
-            a = self._alpha.popleft() if self._alpha else alpha
-        else:  # a buffering engine is warming up: hand back the input, resized, so the host never waits
-            y = resize(rgb, self.output_size(*rgb.shape[-2:]), "bicubic").clamp_(0.0, 1.0)
-            a = alpha
-        out = formats.encode(y, out_fmt, a)
+        with self._lock:
+            rgb, alpha, fmt = formats.decode(frame, in_format, self.device)
+            out_fmt = formats.FrameFormat.parse(out_format) or fmt
+            ys = self.process(rgb)
+            self._alpha.append(alpha)
+            for i in range(ys.shape[0]):
+                self._queue.append(ys[i : i + 1])
+            while len(self._queue) > MAX_QUEUE:
+                self._queue.popleft()
+            while len(self._alpha) > len(self._queue) + MAX_QUEUE:
+                self._alpha.popleft()
+            if self._queue:
+                y = self._queue.popleft()
+                a = self._alpha.popleft() if self._alpha else alpha
+            else:  # a buffering engine is warming up: hand back the input, resized, so the host never waits
+                y = resize(rgb, self.output_size(*rgb.shape[-2:]), "bicubic").clamp_(0.0, 1.0)
+                a = alpha
+            out = formats.encode(y, out_fmt, a)
         if isinstance(frame, np.ndarray):
             return out.cpu().numpy()
         return out
+
+    def cook_safe(
+        self,
+        frame,
+        in_format: formats.FrameFormat | str | None = None,
+        out_format: formats.FrameFormat | str | None = None,
+    ):
+        """``cook`` for hosts: never raises. On any error the input comes back resized (a pass-through),
+        ``last_error`` holds one line saying what went wrong, and the error is logged once."""
+        try:
+            out = self.cook(frame, in_format, out_format)
+            self.last_error = ""
+            return out
+        except Exception as e:  # noqa: BLE001 - a host's cook must never see an exception
+            msg = one_line(e) if not isinstance(e, LiveUpscaleError) else str(e)
+            if msg != self.last_error:
+                log.error("live-upscale: %s (passing the input through)", msg)
+            self.last_error = msg
+            return self.passthrough(frame, in_format, out_format)
+
+    def passthrough(self, frame, in_format=None, out_format=None):
+        """The input resized to the node's output size, in the output format; the frame itself if unreadable."""
+        try:
+            rgb, alpha, fmt = formats.decode(frame, in_format)
+        except Exception:  # noqa: BLE001
+            try:  # salvage: first three channels (or gray) of whatever came in
+                t = formats.as_tensor(frame)
+                if t.device.type == "meta":
+                    return frame
+                t = t.float()
+                t = t[0] if t.dim() == 4 else t
+                t = t.unsqueeze(-1) if t.dim() == 2 else t
+                hwc = t if t.shape[-1] <= 5 else t.permute(1, 2, 0)
+                c = hwc.shape[-1]
+                hwc = hwc[..., :3] if c >= 3 else hwc[..., :1].expand(*hwc.shape[:2], 3)
+                if c >= 3 and frame_is_int(frame):
+                    hwc = hwc / 255.0
+                rgb, alpha = hwc.permute(2, 0, 1)[None].nan_to_num(0.0).clamp(0, 1).contiguous(), None
+                fmt = formats.FrameFormat()
+            except Exception:  # noqa: BLE001
+                return frame
+        try:
+            out_fmt = formats.FrameFormat.parse(out_format) or fmt
+            y = resize(rgb.float(), self.output_size(*rgb.shape[-2:]), "bilinear").clamp_(0.0, 1.0)
+            out = formats.encode(y, out_fmt, alpha)
+            return out.cpu().numpy() if isinstance(frame, np.ndarray) else out
+        except Exception:  # noqa: BLE001
+            return frame
 
     # --- status ----------------------------------------------------------------------------------
 

@@ -75,14 +75,13 @@ def lk_flow(cur: torch.Tensor, prev: torch.Tensor, levels: int = 4, iters: int =
             flow = flow * torch.tensor([sx, sy], device=c.device, dtype=c.dtype).view(1, 2, 1, 1)
         for _ in range(iters):
             pw = warp(p, flow)
-            base = 0.5 * (pw + c)  # symmetric gradients converge faster
-            px = F.pad(base, (1, 1, 0, 0), mode="replicate")
-            py = F.pad(base, (0, 0, 1, 1), mode="replicate")
-            gx = (px[..., 2:] - px[..., :-2]) * 0.5
-            gy = (py[..., 2:, :] - py[..., :-2, :]) * 0.5
+            bp = F.pad(0.5 * (pw + c), (1, 1, 1, 1), mode="replicate")  # symmetric gradients converge faster
+            gx = (bp[..., 1:-1, 2:] - bp[..., 1:-1, :-2]) * 0.5
+            gy = (bp[..., 2:, 1:-1] - bp[..., :-2, 1:-1]) * 0.5
             gt = pw - c
-            sxx, syy, sxy = _box(gx * gx, win) + 1e-4, _box(gy * gy, win) + 1e-4, _box(gx * gy, win)
-            sxt, syt = _box(gx * gt, win), _box(gy * gt, win)
+            # the five window sums in one pooling call
+            sxx, syy, sxy, sxt, syt = _box(torch.cat([gx * gx, gy * gy, gx * gy, gx * gt, gy * gt], 1), win).split(1, 1)
+            sxx, syy = sxx + 1e-4, syy + 1e-4
             det = sxx * syy - sxy * sxy
             du = -(syy * sxt - sxy * syt) / det
             dv = -(sxx * syt - sxy * sxt) / det
@@ -102,8 +101,9 @@ def thumbnails(x: torch.Tensor, side: int = 16) -> torch.Tensor:
 class Stabilizer:
     """Motion-compensated recursive blend of the upscaler's outputs. See the module docstring."""
 
-    def __init__(self, cut_threshold: float = 0.12, tau: float = 0.04):
+    def __init__(self, cut_threshold: float = 0.12, tau: float = 0.04, max_flow_side: int = 256):
         self.cut_threshold = cut_threshold
+        self.max_flow_side = max_flow_side
         self.tau = tau
         self.reset()
 
@@ -120,6 +120,17 @@ class Stabilizer:
         outs = [self._one(lr[i : i + 1], hr[i : i + 1], strength) for i in range(hr.shape[0])]
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 
+    def _flow(self, cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """Flow at a working size of at most ``max_flow_side`` px (halvings), returned at full low-res size."""
+        h, w = cur.shape[-2:]
+        k = 1
+        while max(h, w) // k > self.max_flow_side:
+            k *= 2
+        if k == 1:
+            return lk_flow(cur, prev)
+        small = lk_flow(F.avg_pool2d(cur, k, ceil_mode=True), F.avg_pool2d(prev, k, ceil_mode=True))
+        return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False) * float(k)
+
     def _one(self, lr: torch.Tensor, hr: torch.Tensor, strength: float) -> torch.Tensor:
         lr = lr.float()
         hr = hr.float()
@@ -129,7 +140,7 @@ class Stabilizer:
             return hr
         h, w = lr.shape[-2:]
         big_h, big_w = hr.shape[-2:]
-        flow = lk_flow(luma(lr), luma(self.prev_lr))
+        flow = self._flow(luma(lr), luma(self.prev_lr))
         flow_hr = F.interpolate(flow, size=(big_h, big_w), mode="bilinear", align_corners=False)
         flow_hr = flow_hr * torch.tensor([big_w / w, big_h / h], device=hr.device).view(1, 2, 1, 1)
         hist = warp(self.prev_hr, flow_hr, mode="bicubic")
