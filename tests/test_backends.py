@@ -163,3 +163,19 @@ def test_missing_registered_weights_offline_is_a_clear_error():
         node.load()
     msg = str(e.value)
     assert "live-upscale models fetch RealESRGAN_x2plus" in msg and "\n" not in msg
+
+
+def test_compiled_path_matches_eager_fp32(compact_x4):
+    """torch.compile (inductor, fixed shapes) gives the eager fp32 result; a new size compiles once more."""
+    eager = RealESRGANBackend.load(EngineConfig(CPU, scale=2.0, model=str(compact_x4)))
+    fast = RealESRGANBackend.load(EngineConfig(CPU, scale=2.0, model=str(compact_x4), options={"compile": "default"}))
+    for shape in [(2, 3, 24, 32), (1, 3, 20, 28)]:
+        x = torch.rand(*shape)
+        assert (fast.process(x) - eager.process(x)).abs().max() < 1e-4
+
+
+def test_warmup_runs_a_frame_and_leaves_no_state():
+    node = UpscaleNode(backend="classic", stabilize=1.0)
+    node.warmup(16, 24, batch=2)
+    assert node.engine is not None and node.frames_in == 2 and node.resets == 0
+    assert node._stabilizer.prev_hr is None

@@ -86,6 +86,12 @@ class SpandrelEngine(Engine):
             self.model = self.model.to(memory_format=torch.channels_last)
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self.compile_mode = config.options.get("compile", "off") or "off"
+        self._fn = self.model
+        if self.compile_mode != "off":
+            # fixed shapes (dynamic=False): one graph per input size, cached; CUDA graphs for 'reduce-overhead'
+            self._fn = torch.compile(self.model, mode=None if self.compile_mode == "default" else self.compile_mode,
+                                     dynamic=False)
         self.caps = Capabilities(
             min_scale=1.0,
             max_scale=8.0,
@@ -133,9 +139,14 @@ class SpandrelEngine(Engine):
         x, h, w = pad_to_requirements(x.to(self.dtype), self.desc.size_requirements)
         if self.config.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        y = self.model(x)
+        if self.compile_mode in ("reduce-overhead", "max-autotune") and x.is_cuda:
+            torch.compiler.cudagraph_mark_step_begin()
+        y = self._fn(x)
         m = self.model_scale
-        return y[..., : h * m, : w * m].float().clamp_(0.0, 1.0)
+        y = y[..., : h * m, : w * m]
+        # a CUDA-graph output is overwritten by the next replay: never hand it out directly
+        y = y.float() if y.dtype != torch.float32 else y.clone()
+        return y.clamp_(0.0, 1.0)
 
     @torch.inference_mode()
     def process(self, frames: torch.Tensor) -> torch.Tensor:

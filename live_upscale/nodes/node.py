@@ -170,13 +170,30 @@ class UpscaleNode:
                 scale=p.scale,
                 model=p.model,
                 precision=p.precision,
-                options={"quality": p.quality, "prescale": p.prescale, "sharpen": p.sharpen, "download": p.download},
+                options={
+                    "quality": p.quality,
+                    "prescale": p.prescale,
+                    "sharpen": p.sharpen,
+                    "download": p.download,
+                    "compile": p.compile,
+                },
             )
             self.engine = cls.load(cfg)
             self.backend_id, self.backend_reason = cls.id, why
             self._load_key = p.load_key()
             log.info("live-upscale: using %s: %s", why, self.engine.describe())
         return self.engine
+
+    def warmup(self, height: int, width: int, batch: int = 1) -> None:
+        """Load the engine and run one batch of this size, so compilation and allocation happen now, not
+        on the first live frame. Temporal state is reset afterwards."""
+        x = torch.zeros((batch, 3, height, width), device=self.device)
+        self.process(x)
+        self.flush()
+        self.reset()
+        self.resets -= 1  # a warm-up is not a reset the host should see
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def _drop_engine(self) -> None:
         if self.engine is not None:

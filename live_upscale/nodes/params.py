@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 Quality = Literal["fast", "balanced", "high"]
 Route = Literal["input", "output"]
+Compile = Literal["off", "default", "reduce-overhead", "max-autotune"]
 
 
 class UpscaleParams(BaseModel):
@@ -30,6 +31,11 @@ class UpscaleParams(BaseModel):
         description="When the model's scale differs from the target: resize the input first ('input', cheaper) "
         "or resize the model's output ('output', more detail, more cost).",
     )
+    compile: Compile = Field(
+        "off",
+        description="torch.compile the model (CUDA): 'reduce-overhead' adds CUDA graphs, 'max-autotune' also tunes "
+        "kernels (slow first load). Each new input size compiles once; call node.warmup(h, w) at load.",
+    )
     quality: Quality = Field("balanced", description="Speed/quality trade-off; each backend maps it to its own knobs.")
     sharpen: float = Field(0.0, ge=0.0, le=2.0, description="Unsharp-mask amount on the output (classic: added to its own).")
     stabilize: float = Field(0.0, ge=0.0, le=1.0, description="Temporal stabilizer strength (0 = off).")
@@ -38,7 +44,9 @@ class UpscaleParams(BaseModel):
     )
     download: bool = Field(True, description="Fetch registered weights that are not cached yet.")
 
-    LOAD_FIELDS: ClassVar[frozenset[str]] = frozenset({"backend", "model", "scale", "device", "precision", "prescale", "quality"})
+    LOAD_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"backend", "model", "scale", "device", "precision", "prescale", "quality", "compile"}
+    )
 
     @field_validator("backend")
     @classmethod
