@@ -3,7 +3,7 @@
 Importing this package registers the built-in backends.
 """
 
-from . import classic, realesrgan  # noqa: F401  (registration side effect)
+from . import classic, realesrgan, rtx_vsr  # noqa: F401  (registration side effect)
 from .base import Backend, Capabilities, Engine, EngineConfig, Probe
 from .registry import BackendStatus, backends, choose, get, register, table
 
