@@ -87,6 +87,9 @@ def choose(backend_id: str, device: torch.device, model: str | None = None) -> t
         return cls, f"{cls.id} (asked for)"
     skipped = []
     for cls in backends():
+        if model and not cls.needs_weights:
+            skipped.append(f"{cls.id}: takes no model file")  # a model was named: only backends that load one
+            continue
         # 'auto' never triggers a download: a backend whose weights are not on disk is skipped
         p = safe_probe(cls, device, model if cls.needs_weights else None)
         if p:

@@ -14,6 +14,7 @@ engine's temporal state when the input size changes (or on ``reset()``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -325,12 +326,14 @@ class UpscaleNode:
         frame,
         in_format: formats.FrameFormat | str | None = None,
         out_format: formats.FrameFormat | str | None = None,
+        stream=None,
     ):
         """One host frame in, one upscaled host frame out (same format unless ``out_format`` is given).
 
-        numpy in -> numpy out; tensors stay on the compute device.
+        numpy in -> numpy out; tensors stay on the compute device. ``stream``: a ``torch.cuda.Stream`` or a
+        raw CUDA stream handle (int) the host works on; all of the node's GPU work is queued on it.
         """
-        with self._lock:
+        with self._lock, self._on_stream(stream):
             rgb, alpha, fmt = formats.decode(frame, in_format, self.device)
             out_fmt = formats.FrameFormat.parse(out_format) or fmt
             ys = self.process(rgb)
@@ -352,16 +355,24 @@ class UpscaleNode:
             return out.cpu().numpy()
         return out
 
+    def _on_stream(self, stream):
+        if stream is None or self.device.type != "cuda":
+            return contextlib.nullcontext()
+        if isinstance(stream, int):
+            stream = torch.cuda.ExternalStream(stream, device=self.device)
+        return torch.cuda.stream(stream)
+
     def cook_safe(
         self,
         frame,
         in_format: formats.FrameFormat | str | None = None,
         out_format: formats.FrameFormat | str | None = None,
+        stream=None,
     ):
         """``cook`` for hosts: never raises. On any error the input comes back resized (a pass-through),
         ``last_error`` holds one line saying what went wrong, and the error is logged once."""
         try:
-            out = self.cook(frame, in_format, out_format)
+            out = self.cook(frame, in_format, out_format, stream)
             self.last_error = ""
             return out
         except Exception as e:  # noqa: BLE001 - a host's cook must never see an exception
