@@ -142,6 +142,16 @@ def test_process_rejects_wrong_shapes():
         node.process(torch.rand(3, 4, 4))
     with pytest.raises(InputError):
         node.process(torch.rand(1, 4, 4, 4))
+    with pytest.raises(InputError, match="float"):
+        node.process(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))
+
+
+def test_process_never_writes_into_the_callers_frames():
+    node = UpscaleNode(backend="classic", scale=1.0, quality="fast")
+    x = torch.rand(1, 3, 8, 8) * 1.5
+    before = x.clone()
+    y = node.process(x)
+    assert torch.equal(x, before) and float(y.max()) <= 1.0
 
 
 def test_params_validate():

@@ -36,7 +36,7 @@ class ClassicEngine(Engine):
         y = resize(frames, size, self.filter)
         # sigma tracks the scale: sharpen the detail band the resampler softened
         y = unsharp(y, self.base_sharpen + self.sharpen, sigma=max(0.6, 0.5 * self.scale))
-        return y.clamp_(0.0, 1.0)
+        return y.clamp(0.0, 1.0) if y is frames else y.clamp_(0.0, 1.0)  # never write into the caller's frames
 
     def describe(self) -> str:
         return f"classic {self.filter} x{self.scale:g}, sharpen {self.base_sharpen + self.sharpen:.2f}"

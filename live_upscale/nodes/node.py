@@ -233,6 +233,8 @@ class UpscaleNode:
         if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or frames.shape[1] != 3:
             shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
             raise InputError(f"process() takes (N,3,H,W) float frames, got {shape}")
+        if not frames.is_floating_point():
+            raise InputError(f"process() takes float frames in [0,1], got {frames.dtype} (use cook() for host formats)")
         with self._lock:
             self._apply_pending()
             return self._process_locked(frames)
