@@ -1,0 +1,1 @@
+"""Stand-in for ``scope.server`` (only what drives a pipeline)."""
