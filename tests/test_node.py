@@ -169,3 +169,12 @@ def test_info_reports_backend_and_timing():
     node.cook(torch.zeros(8, 8, 3, dtype=torch.uint8))
     info = node.info()
     assert info["backend"] == "classic" and info["ms_per_frame"] is not None and info["frames_out"] == 1
+
+
+def test_backend_options_reach_the_engine_and_are_load_time(chunk_backend):
+    node = UpscaleNode(backend="test_chunk", scene_cut=0, backend_options={"seed": 3})
+    node.process(torch.rand(1, 3, 4, 4))
+    assert node.engine.config.options["seed"] == 3
+    assert node.update(backend_options={"seed": 4}) is True
+    node.process(torch.rand(1, 3, 4, 4))
+    assert node.engine.config.options["seed"] == 4 and ChunkEngine.loads == 2

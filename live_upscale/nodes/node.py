@@ -172,6 +172,7 @@ class UpscaleNode:
                 model=p.model,
                 precision=p.precision,
                 options={
+                    **p.backend_options,
                     "quality": p.quality,
                     "prescale": p.prescale,
                     "sharpen": p.sharpen,

@@ -43,9 +43,13 @@ class UpscaleParams(BaseModel):
         0.12, ge=0.0, le=1.0, description="Mean low-res thumbnail difference above which temporal state is reset (0 = never)."
     )
     download: bool = Field(True, description="Fetch registered weights that are not cached yet.")
+    backend_options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Backend-specific load options (e.g. RTX VSR strength, a diffusion seed); see each backend.",
+    )
 
     LOAD_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"backend", "model", "scale", "device", "precision", "prescale", "quality", "compile"}
+        {"backend", "model", "scale", "device", "precision", "prescale", "quality", "compile", "backend_options"}
     )
 
     @field_validator("backend")
@@ -59,4 +63,6 @@ class UpscaleParams(BaseModel):
         return v.strip() or None if isinstance(v, str) else v
 
     def load_key(self) -> tuple:
-        return tuple(getattr(self, f) for f in sorted(self.LOAD_FIELDS))
+        return tuple(
+            tuple(sorted(v.items())) if isinstance(v := getattr(self, f), dict) else v for f in sorted(self.LOAD_FIELDS)
+        )
