@@ -40,9 +40,13 @@ class ModelInfo:
     size: int | None = None
     backend: str = "realesrgan"
     notes: str = ""
+    snapshot: bool = False  # a whole Hugging Face repo (folder in the cache); ``filename`` is a file it must hold
+    allow_patterns: tuple[str, ...] | None = None  # snapshot: only these files (None: all)
 
     @property
     def source(self) -> str:
+        if self.hf_repo and self.snapshot:
+            return f"hf://{self.hf_repo}"
         if self.hf_repo:
             return f"hf://{self.hf_repo}/{self.hf_file}"
         return self.url or "(no public source)"
@@ -97,6 +101,38 @@ KNOWN_MODELS: dict[str, ModelInfo] = {
         ),
     ]
 }
+
+# Stream-DiffVSR (backend stream_diffvsr): the whole diffusers-layout repository, fetched as a folder.
+KNOWN_MODELS["stream-diffvsr"] = ModelInfo(
+    "stream-diffvsr",
+    "model_index.json",
+    "Stream-DiffVSR (UNet+ControlNet+TPM AE)",
+    4,
+    "see model card",
+    hf_repo="Jamichsu/Stream-DiffVSR",
+    backend="stream_diffvsr",
+    snapshot=True,
+    notes="causal 4-step diffusion VSR; a folder (unet/ controlnet/ vae/ scheduler/ text_encoder/ tokenizer/)",
+)
+
+# FlashVSR v1.1 (backend flashvsr): four files, one entry each (`models fetch` takes them one by one;
+# the backend fetches all four when it loads). The prompt embedding lives in the code repository.
+_FLASHVSR_HF = "JunhaoZhuang/FlashVSR-v1.1"
+_FLASHVSR_CODE = "https://raw.githubusercontent.com/OpenImagingLab/FlashVSR/ccac0ac457243a47c13997682ebbaf987dabbea7"
+for _m in (
+    ModelInfo("FlashVSR-v1.1-dit", "diffusion_pytorch_model_streaming_dmd.safetensors",
+              "Wan2.1-T2V-1.3B DiT, one-step streaming (DMD)", 4, "Apache-2.0", hf_repo=_FLASHVSR_HF,
+              hf_file="diffusion_pytorch_model_streaming_dmd.safetensors", backend="flashvsr", notes="~5.7 GB fp32"),
+    ModelInfo("FlashVSR-v1.1-lq-proj", "LQ_proj_in.ckpt", "Causal_LQ4x_Proj (LR injection)", 4, "Apache-2.0",
+              hf_repo=_FLASHVSR_HF, hf_file="LQ_proj_in.ckpt", backend="flashvsr"),
+    ModelInfo("FlashVSR-v1.1-tcdecoder", "TCDecoder.ckpt", "Tiny conditional decoder (TAEHV-style)", 4,
+              "Apache-2.0", hf_repo=_FLASHVSR_HF, hf_file="TCDecoder.ckpt", backend="flashvsr", notes="~181 MB"),
+    ModelInfo("FlashVSR-v1.1-prompt", "posi_prompt.pth", "fixed umT5 prompt embedding (1, 512, 4096)", 4,
+              "Apache-2.0", url=f"{_FLASHVSR_CODE}/examples/WanVSR/prompt_tensor/posi_prompt.pth", backend="flashvsr",
+              notes="~4 MB, from the FlashVSR code repository"),
+):
+    KNOWN_MODELS[_m.name] = _m
+del _m
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -191,6 +227,8 @@ def fetch(name: str, force: bool = False) -> Path:
     info = lookup(name)
     if info is None:
         raise WeightsMissing(f"unknown model {name!r}; known: {', '.join(KNOWN_MODELS)}")
+    if info.snapshot:
+        return fetch_snapshot(info, force)
     dest = cached_path(info)
     if dest.is_file() and not force:
         return dest
@@ -224,6 +262,44 @@ def fetch(name: str, force: bool = False) -> Path:
         ) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def fetch_snapshot(info: ModelInfo, force: bool = False) -> Path:
+    """Download a whole Hugging Face repo into ``cached_path(info).parent``; returns ``cached_path(info)``.
+
+    The repo lands in a temporary folder beside the destination and is renamed into place only once
+    complete and holding ``info.filename``: a partial download never counts as present. (Hugging
+    Face checks each file's hash itself; there is no single sha256 for a repo.)
+    """
+    dest = cached_path(info)
+    if dest.is_file() and not force:
+        return dest
+    if offline():
+        raise WeightsMissing(f"model '{info.name}' is not in the cache and downloads are off: {_how_to_get(info)}")
+    folder = dest.parent
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", suffix=".part", dir=folder.parent))
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(info.hf_repo, revision=info.hf_revision, local_dir=str(tmp),
+                          allow_patterns=list(info.allow_patterns) if info.allow_patterns else None)
+        if not (tmp / dest.name).is_file():
+            raise WeightsError(f"'{info.name}' from {info.source} has no {dest.name}: not the expected repository layout")
+        shutil.rmtree(tmp / ".cache", ignore_errors=True)  # huggingface_hub's bookkeeping
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+        return dest
+    except (WeightsError, WeightsMissing):
+        raise
+    except Exception as e:  # noqa: BLE001 - network errors of every kind become one line
+        raise WeightsMissing(
+            f"could not download '{info.name}' from {info.source}: {one_line(e)}. "
+            f"Retry `live-upscale models fetch {info.name}`, or download the repository by hand and pass its folder"
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _download_url(url: str, out) -> None:
