@@ -5,9 +5,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+import pytest
+
 from live_upscale import UpscaleNode
 from live_upscale.nodes.resample import resize
 from live_upscale.nodes.temporal import SceneCutDetector, lk_flow, luma, warp
+from live_upscale.backends import registry
+from live_upscale.backends.base import Backend, Probe
+from live_upscale.backends.classic import ClassicEngine
+from live_upscale.nodes.resample import gaussian_blur
 from tests.test_node import chunk_backend  # noqa: F401  (fixture)
 
 G = torch.Generator().manual_seed(7)
@@ -35,28 +41,65 @@ def test_flow_recovers_subpixel_translation():
     assert (fl[:, 0] - 0.75).abs().mean() < 0.08 and (fl[:, 1] - 0.35).abs().mean() < 0.08
 
 
-def test_static_scene_stays_static():
-    """Noisy low-res frames of a still scene: frame-to-frame output variation drops at least 2x."""
-    clean = lr_of(moving(0))
-    frames = [(clean + 0.02 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(i))).clamp(0, 1)
-              for i in range(12)]
-    raw = run(UpscaleNode(backend="classic"), frames)
-    stab = run(UpscaleNode(backend="classic", stabilize=1.0), frames)
+class BoilingEngine(ClassicEngine):
+    """What a frame-by-frame SR model does to video: the resampled frame plus invented fine detail that is
+    drawn anew every frame (band-passed noise, std ~0.02, as measured flicker goes), i.e. detail that boils."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.k = 0
+
+    def process(self, frames):
+        y = super().process(frames)
+        g = torch.Generator().manual_seed(1000 + self.k)
+        self.k += 1
+        n = torch.randn(y.shape, generator=g)
+        return (y + 0.025 * (n - gaussian_blur(n, 1.0))).clamp(0, 1)
+
+
+class BoilingBackend(Backend):
+    id = "test_boiling"
+    label = "test"
+    priority = -1
+
+    @classmethod
+    def probe(cls, device, model=None):
+        return Probe(True)
+
+    @classmethod
+    def load(cls, config):
+        return BoilingEngine(config)
+
+
+@pytest.fixture
+def boiling():
+    registry.register(BoilingBackend)
+    yield
+    registry._BACKENDS.pop(BoilingBackend.id, None)
+
+
+def test_static_scene_stays_static(boiling):
+    """A still scene through an upscaler whose invented detail boils: frame-to-frame variation drops >= 2.5x."""
+    frames = [lr_of(moving(0))] * 12
+    raw = run(UpscaleNode(backend="test_boiling"), frames)
+    stab = run(UpscaleNode(backend="test_boiling", stabilize=1.0), frames)
     std = lambda outs: torch.cat(outs[4:]).std(0).mean().item()  # noqa: E731
-    assert std(stab) < std(raw) / 2
+    assert std(stab) < std(raw) / 2.5
 
 
-def test_moving_pattern_is_not_ghosted():
-    """A translating texture with flickering detail: the stabilized output stays at least as close to the
-    moving ground truth as the frame-by-frame output (bound: no worse than +5%), and in fact closer."""
+def test_moving_pattern_is_not_ghosted(boiling):
+    """A translating texture with boiling detail: the stabilized output is closer to the moving ground truth
+    than the frame-by-frame output. Bound: never worse (+2%); a ghost or a lag of even 1 px would make it
+    clearly worse, since the texture has detail at that scale."""
     hrs = [moving(t) for t in range(10)]
-    frames = [(lr_of(h) + 0.03 * torch.randn(lr_of(h).shape, generator=torch.Generator().manual_seed(t))).clamp(0, 1)
-              for t, h in enumerate(hrs)]
-    raw = run(UpscaleNode(backend="classic"), frames)
-    stab = run(UpscaleNode(backend="classic", stabilize=1.0), frames)
+    frames = [lr_of(h) for h in hrs]
+    raw = run(UpscaleNode(backend="test_boiling"), frames)
+    stab = run(UpscaleNode(backend="test_boiling", stabilize=1.0), frames)
     err = lambda outs: sum((o - h).abs()[..., 8:-8, 8:-8].mean().item() for o, h in zip(outs[3:], hrs[3:])) / 7  # noqa: E731
-    assert err(stab) <= 1.05 * err(raw)
-    assert err(stab) < err(raw)  # the motion-compensated history averages the noise away
+    assert err(stab) <= 1.02 * err(raw)
+    assert err(stab) < err(raw)  # the motion-compensated history averages the boiling away
+    lagged = [o for o in raw[2:9]]  # the same outputs one frame late: what a ghosting stabilizer would give
+    assert sum((o - h).abs()[..., 8:-8, 8:-8].mean().item() for o, h in zip(lagged, hrs[3:])) / 7 > 1.1 * err(raw)
 
 
 def test_object_leaving_leaves_no_trail():

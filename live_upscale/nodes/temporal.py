@@ -101,8 +101,10 @@ def thumbnails(x: torch.Tensor, side: int = 16) -> torch.Tensor:
 class Stabilizer:
     """Motion-compensated recursive blend of the upscaler's outputs. See the module docstring."""
 
-    def __init__(self, cut_threshold: float = 0.12, tau: float = 0.04, max_flow_side: int = 256):
+    def __init__(self, cut_threshold: float = 0.12, tau: float = 0.01, max_flow_side: int = 512,
+                 detail_sigma: float | None = 0.05):
         self.cut_threshold = cut_threshold
+        self.detail_sigma = detail_sigma
         self.max_flow_side = max_flow_side
         self.tau = tau
         self.reset()
@@ -157,7 +159,11 @@ class Stabilizer:
         # scene cut: drop the history everywhere, decided on the device (no host sync)
         same_scene = ((thumb - self.prev_thumb).abs().mean() < self.cut_threshold).to(gate.dtype)
         gate = F.interpolate(gate * same_scene, size=(big_h, big_w), mode="bilinear", align_corners=False)
-        out = hr + (0.9 * strength) * gate * (hist - hr)
+        d = hist - hr
+        if self.detail_sigma:
+            # differences much larger than flicker are real change or misalignment: blend them less
+            gate = gate * torch.exp(-(d.abs().mean(1, keepdim=True) / self.detail_sigma) ** 2)
+        out = hr + (0.9 * strength) * gate * d
         out = out.clamp_(0.0, 1.0)
         self.prev_lr, self.prev_hr, self.prev_thumb = lr, out, thumb
         return out
