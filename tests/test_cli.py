@@ -127,3 +127,24 @@ def test_real_weights_on_vid4_match_plain_pytorch(tmp_path, shared_weight):
         got = np.asarray(Image.open(out / p.name))
         assert got.shape == (2 * h, 2 * w, 3)
         assert np.abs(got.astype(int) - ref8.astype(int)).max() <= 1
+
+
+def test_mixed_size_folder_keeps_every_frame_with_a_buffering_backend(tmp_path):
+    """Frames of two sizes through a chunked temporal engine: the old size's tail is flushed, not lost."""
+    from live_upscale.backends import registry
+    from tests.test_node import ChunkBackend
+
+    registry.register(ChunkBackend)
+    try:
+        src = tmp_path / "src"
+        src.mkdir()
+        rng = np.random.default_rng(1)
+        for i in range(7):
+            size = (12, 16, 3) if i < 4 else (10, 14, 3)
+            Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)).save(src / f"f{i}.png")
+        out = tmp_path / "out"
+        assert main(["upscale", str(src), "-o", str(out), "--backend", "test_chunk", "--scene-cut", "0"]) == 0
+        assert sorted(p.name for p in out.iterdir()) == [f"f{i}.png" for i in range(7)]
+        assert Image.open(out / "f3.png").size == (32, 24) and Image.open(out / "f4.png").size == (28, 20)
+    finally:
+        registry._BACKENDS.pop(ChunkBackend.id, None)

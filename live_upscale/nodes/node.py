@@ -230,7 +230,11 @@ class UpscaleNode:
         return out_size(h, w, self.params.scale)
 
     def process(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(N,3,H,W)`` float in [0,1] -> upscaled ``(M,3,h,w)``; ``M < N`` while a temporal engine buffers."""
+        """``(N,3,H,W)`` float in [0,1] -> upscaled ``(M,3,h,w)``; ``M < N`` while a temporal engine buffers.
+
+        A new input size starts a new stream (state reset): call ``flush()`` before it to collect the
+        old stream's buffered tail, as the CLI does.
+        """
         if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or frames.shape[1] != 3:
             shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
             raise InputError(f"process() takes (N,3,H,W) float frames, got {shape}")

@@ -83,11 +83,15 @@ class _Batcher:
         self.node, self.batch, self.emit = node, max(1, batch), emit
         self.frames: list[np.ndarray] = []
         self.tags: deque = deque()
+        self.last_shape: tuple | None = None
         self.job = Job()
 
     def push(self, frame: np.ndarray, tag) -> None:
-        if self.frames and frame.shape != self.frames[0].shape:
+        if self.last_shape is not None and frame.shape != self.last_shape:
+            # a new size ends the old stream: collect a buffering engine's tail before the node resets
             self._run()
+            self._emit(self.node.flush())
+        self.last_shape = frame.shape
         self.frames.append(frame)
         self.tags.append(tag)
         self.job.frames_in += 1
