@@ -33,6 +33,8 @@ def _node_args(p: argparse.ArgumentParser) -> None:
                    help="low-res frame difference that counts as a cut and resets temporal state (0 = never)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    p.add_argument("--compile", choices=["off", "default", "reduce-overhead", "max-autotune"], default="off",
+                   help="torch.compile the model (CUDA; reduce-overhead adds CUDA graphs)")
     p.add_argument("--offline", action="store_true", help="never download weights")
 
 
@@ -41,7 +43,7 @@ def _make_node(a: argparse.Namespace):
 
     node = UpscaleNode(
         backend=a.backend, model=a.model, scale=a.scale, prescale=a.prescale, quality=a.quality,
-        sharpen=a.sharpen, stabilize=a.stabilize, scene_cut=a.scene_cut, device=a.device, precision=a.precision, download=not a.offline,
+        sharpen=a.sharpen, stabilize=a.stabilize, scene_cut=a.scene_cut, device=a.device, precision=a.precision, compile=a.compile, download=not a.offline,
     )
     node.load()
     print(f"backend: {node.backend_reason}\nengine:  {node.engine.describe()} on {node.device}", file=sys.stderr)
