@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -238,7 +239,9 @@ def fetch(name: str, force: bool = False) -> Path:
     fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with os.fdopen(fd, "wb") as out, _one_line_download_errors(
+            info, f"Download it by hand and pass its path, or retry `live-upscale models fetch {info.name}`"
+        ):
             if info.hf_repo:
                 _download_hf(info, out)
             elif info.url:
@@ -253,13 +256,6 @@ def fetch(name: str, force: bool = False) -> Path:
             )
         os.replace(tmp, dest)
         return dest
-    except (WeightsError, WeightsMissing):
-        raise
-    except Exception as e:  # noqa: BLE001 - network errors of every kind become one line
-        raise WeightsMissing(
-            f"could not download '{info.name}' from {info.source}: {one_line(e)}. "
-            f"Download it by hand and pass its path, or retry `live-upscale models fetch {info.name}`"
-        ) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -282,8 +278,12 @@ def fetch_snapshot(info: ModelInfo, force: bool = False) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        snapshot_download(info.hf_repo, revision=info.hf_revision, local_dir=str(tmp),
-                          allow_patterns=list(info.allow_patterns) if info.allow_patterns else None)
+        with _one_line_download_errors(
+            info,
+            f"Retry `live-upscale models fetch {info.name}`, or download the repository by hand and pass its folder",
+        ):
+            snapshot_download(info.hf_repo, revision=info.hf_revision, local_dir=str(tmp),
+                              allow_patterns=list(info.allow_patterns) if info.allow_patterns else None)
         if not (tmp / dest.name).is_file():
             raise WeightsError(f"'{info.name}' from {info.source} has no {dest.name}: not the expected repository layout")
         shutil.rmtree(tmp / ".cache", ignore_errors=True)  # huggingface_hub's bookkeeping
@@ -291,15 +291,19 @@ def fetch_snapshot(info: ModelInfo, force: bool = False) -> Path:
             shutil.rmtree(folder)
         os.replace(tmp, folder)
         return dest
-    except (WeightsError, WeightsMissing):
-        raise
-    except Exception as e:  # noqa: BLE001 - network errors of every kind become one line
-        raise WeightsMissing(
-            f"could not download '{info.name}' from {info.source}: {one_line(e)}. "
-            f"Retry `live-upscale models fetch {info.name}`, or download the repository by hand and pass its folder"
-        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _one_line_download_errors(info: ModelInfo, hint: str):
+    """Network errors of every kind become one WeightsMissing line naming the model, the source and what to do."""
+    try:
+        yield
+    except (WeightsError, WeightsMissing):
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise WeightsMissing(f"could not download '{info.name}' from {info.source}: {one_line(e)}. {hint}") from None
 
 
 def _download_url(url: str, out) -> None:

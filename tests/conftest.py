@@ -3,6 +3,7 @@ a buffering temporal test engine, and paths to ../shared data when present."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -85,3 +86,21 @@ def shared_weight() -> Path:
 
 def has_cuda() -> bool:
     return torch.cuda.is_available() and os.environ.get("LIVE_UPSCALE_NO_CUDA") is None
+
+
+@contextlib.contextmanager
+def registered_engine(backend_id: str, engine_cls):
+    """Register a test-only backend that loads ``engine_cls``; removed again afterwards."""
+    from live_upscale.backends import registry
+    from live_upscale.backends.base import Backend, Probe
+
+    cls = type(f"Test_{backend_id}", (Backend,), {
+        "id": backend_id, "label": "test", "priority": -1,
+        "probe": classmethod(lambda c, device, model=None: Probe(True)),
+        "load": classmethod(lambda c, config: engine_cls(config)),
+    })
+    registry.register(cls)
+    try:
+        yield cls
+    finally:
+        registry._BACKENDS.pop(backend_id, None)

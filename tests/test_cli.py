@@ -131,11 +131,10 @@ def test_real_weights_on_vid4_match_plain_pytorch(tmp_path, shared_weight):
 
 def test_mixed_size_folder_keeps_every_frame_with_a_buffering_backend(tmp_path):
     """Frames of two sizes through a chunked temporal engine: the old size's tail is flushed, not lost."""
-    from live_upscale.backends import registry
-    from tests.test_node import ChunkBackend
+    from tests.conftest import registered_engine
+    from tests.test_node import ChunkEngine
 
-    registry.register(ChunkBackend)
-    try:
+    with registered_engine("test_chunk", ChunkEngine):
         src = tmp_path / "src"
         src.mkdir()
         rng = np.random.default_rng(1)
@@ -146,5 +145,3 @@ def test_mixed_size_folder_keeps_every_frame_with_a_buffering_backend(tmp_path):
         assert main(["upscale", str(src), "-o", str(out), "--backend", "test_chunk", "--scene-cut", "0"]) == 0
         assert sorted(p.name for p in out.iterdir()) == [f"f{i}.png" for i in range(7)]
         assert Image.open(out / "f3.png").size == (32, 24) and Image.open(out / "f4.png").size == (28, 20)
-    finally:
-        registry._BACKENDS.pop(ChunkBackend.id, None)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from live_upscale import InputError, UpscaleNode
-from live_upscale.backends import registry
-from live_upscale.backends.base import Backend, Capabilities, Engine, EngineConfig, Probe
+from live_upscale.backends.base import Capabilities, Engine, EngineConfig
 from live_upscale.nodes.resample import out_size, resize
+from tests.conftest import registered_engine
 
 
 class ChunkEngine(Engine):
@@ -57,26 +57,11 @@ class ChunkEngine(Engine):
             self.gain = 1.0 - 0.1 * options["sharpen"]
 
 
-class ChunkBackend(Backend):
-    id = "test_chunk"
-    label = "test"
-    priority = -1
-
-    @classmethod
-    def probe(cls, device, model=None):
-        return Probe(True)
-
-    @classmethod
-    def load(cls, config):
-        return ChunkEngine(config)
-
-
 @pytest.fixture
 def chunk_backend():
-    registry.register(ChunkBackend)
     ChunkEngine.loads = 0
-    yield ChunkBackend
-    registry._BACKENDS.pop(ChunkBackend.id, None)
+    with registered_engine("test_chunk", ChunkEngine) as cls:
+        yield cls
 
 
 def test_process_and_flush_keep_every_frame(chunk_backend):

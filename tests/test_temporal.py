@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-import pytest
-
 from live_upscale import UpscaleNode
-from live_upscale.nodes.resample import resize
-from live_upscale.nodes.temporal import SceneCutDetector, lk_flow, luma, warp
-from live_upscale.backends import registry
-from live_upscale.backends.base import Backend, Probe
 from live_upscale.backends.classic import ClassicEngine
-from live_upscale.nodes.resample import gaussian_blur
+from live_upscale.nodes.resample import gaussian_blur, resize
+from live_upscale.nodes.temporal import SceneCutDetector, lk_flow, luma, warp
+from tests.conftest import registered_engine
 from tests.test_node import chunk_backend  # noqa: F401  (fixture)
 
 G = torch.Generator().manual_seed(7)
@@ -57,25 +54,10 @@ class BoilingEngine(ClassicEngine):
         return (y + 0.025 * (n - gaussian_blur(n, 1.0))).clamp(0, 1)
 
 
-class BoilingBackend(Backend):
-    id = "test_boiling"
-    label = "test"
-    priority = -1
-
-    @classmethod
-    def probe(cls, device, model=None):
-        return Probe(True)
-
-    @classmethod
-    def load(cls, config):
-        return BoilingEngine(config)
-
-
 @pytest.fixture
 def boiling():
-    registry.register(BoilingBackend)
-    yield
-    registry._BACKENDS.pop(BoilingBackend.id, None)
+    with registered_engine("test_boiling", BoilingEngine):
+        yield
 
 
 def test_static_scene_stays_static(boiling):
