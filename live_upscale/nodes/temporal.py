@@ -90,6 +90,17 @@ def lk_flow(cur: torch.Tensor, prev: torch.Tensor, levels: int = 4, iters: int =
     return flow
 
 
+def _minmax3(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """3x3 min and max with replicate borders, as separable shifted min/max (max_pool2d with stride 1
+    is slow on CPU)."""
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    a, b, c = p[..., :, :-2], p[..., :, 1:-1], p[..., :, 2:]
+    hmax, hmin = torch.maximum(torch.maximum(a, b), c), torch.minimum(torch.minimum(a, b), c)
+    hi = torch.maximum(torch.maximum(hmax[..., :-2, :], hmax[..., 1:-1, :]), hmax[..., 2:, :])
+    lo = torch.minimum(torch.minimum(hmin[..., :-2, :], hmin[..., 1:-1, :]), hmin[..., 2:, :])
+    return lo, hi
+
+
 def _area(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, mode="area")
 
@@ -147,8 +158,7 @@ class Stabilizer:
         flow_hr = flow_hr * torch.tensor([big_w / w, big_h / h], device=hr.device).view(1, 2, 1, 1)
         hist = warp(self.prev_hr, flow_hr, mode="bicubic")
         # neighbourhood clamp: history may only take values the current output has within 3x3
-        hi = F.max_pool2d(hr, 3, stride=1, padding=1)
-        lo = -F.max_pool2d(-hr, 3, stride=1, padding=1)
+        lo, hi = _minmax3(hr)
         hist = torch.minimum(torch.maximum(hist, lo), hi)
         # evidence: does the history explain the low-res frame as well as the current output does?
         # (signed differences are averaged over 3x3 first: noise cancels, structure does not)
