@@ -70,7 +70,7 @@ class SoakResult:
 
 
 def soak(backend: str, frames: int = 10_000, every: int = 250, model: str | None = None, device: str = "auto",
-         max_growth_mb: float = 64.0, warmup: int | None = None) -> SoakResult:
+         max_growth_mb: float = 64.0, warmup: int | None = None, size_factor: int = 1) -> SoakResult:
     node = UpscaleNode(backend=backend, model=model, scale=2.0, device=device, download=False)
     dev = node.device
     warmup = warmup if warmup is not None else min(frames // 4, 2 * every)
@@ -93,7 +93,7 @@ def soak(backend: str, frames: int = 10_000, every: int = 250, model: str | None
                 node.update(sharpen=float((i // every) % 3) * 0.3)
             else:
                 node.update(stabilize=0.0 if node.params.stabilize else 0.7)
-        h, w = SIZES[size_i]
+        h, w = (v * size_factor for v in SIZES[size_i])
         x = scene(seed, h, w, i, dev)
         t0 = time.perf_counter()
         y = node.process(x)
