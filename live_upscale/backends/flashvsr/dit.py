@@ -156,7 +156,9 @@ class KVCache:
 # --- blocks -----------------------------------------------------------------------------------------
 
 
-class SelfAttention(nn.Module):
+class _Attention(nn.Module):
+    """q/k/v/o projections with RMS-normed q and k (the official module names)."""
+
     def __init__(self, dim: int, num_heads: int, eps: float):
         super().__init__()
         self.num_heads = num_heads
@@ -171,6 +173,8 @@ class SelfAttention(nn.Module):
         b, l, d = x.shape
         return x.view(b, l, self.num_heads, d // self.num_heads).transpose(1, 2)
 
+
+class SelfAttention(_Attention):
     def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, grid, win) -> tuple:
         """q, k (after RoPE), v as ``(B, H, L, d)`` in window order."""
         q = self._heads(A.window_partition(self.norm_q(self.q(x)), grid, win))
@@ -183,22 +187,11 @@ class SelfAttention(nn.Module):
         return self.o(A.window_reverse(out.transpose(1, 2).reshape(b, l, nh * hd), grid, win))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_Attention):
     def __init__(self, dim: int, num_heads: int, eps: float):
-        super().__init__()
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = RMSNorm(dim, eps)
-        self.norm_k = RMSNorm(dim, eps)
+        super().__init__(dim, num_heads, eps)
         self.cache_k: torch.Tensor | None = None
         self.cache_v: torch.Tensor | None = None
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, l, d = x.shape
-        return x.view(b, l, self.num_heads, d // self.num_heads).transpose(1, 2)
 
     @torch.no_grad()
     def prepare(self, context: torch.Tensor) -> None:
