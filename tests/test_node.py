@@ -14,7 +14,7 @@ from tests.conftest import registered_engine
 class ChunkEngine(Engine):
     """A temporal engine that emits frames in chunks of 3 and blends each output with the last one."""
 
-    caps = Capabilities(temporal=True, delay=2)
+    caps = Capabilities(temporal=True, delay=2, chunk=3)
     loads = 0
 
     def __init__(self, config: EngineConfig):

@@ -93,7 +93,7 @@ class BlendEngine(Engine):
 class ChunkEngine(BlendEngine):
     """Buffers frames and emits them in chunks of (at least) 3, like chunked video SR models."""
 
-    caps = Capabilities(temporal=True, delay=2)
+    caps = Capabilities(temporal=True, delay=2, chunk=3)
 
     def __init__(self, config):
         super().__init__(config)

@@ -42,6 +42,7 @@ class Capabilities:
     native_scale: float | None = None  # the model's own factor, if it has one
     temporal: bool = False  # keeps state across frames
     delay: int = 0  # frames of latency before the first output
+    chunk: int = 1  # frames per compute call once streaming (hosts that batch should hand this many)
     needs_weights: bool = False
     devices: tuple[str, ...] = ("cpu", "cuda")
     dtypes: tuple[torch.dtype, ...] = (torch.float32,)

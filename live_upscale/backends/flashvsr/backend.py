@@ -168,6 +168,7 @@ class FlashVSREngine(Engine):
             native_scale=4.0,
             temporal=True,
             delay=cfg.first_frames_in - 1,
+            chunk=cfg.step_frames,
             needs_weights=spec.source != "tiny",
             devices=("cpu", "cuda") if spec.source == "tiny" else ("cuda",),
             dtypes=(self.stream.dtype,),

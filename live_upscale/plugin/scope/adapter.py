@@ -181,11 +181,9 @@ class ScopeUpscaler:
             return 0
 
     def auto_batch(self) -> int:
-        """Frame-by-frame engines: 1 (see the module docstring). Chunked temporal engines: one chunk."""
+        """Frame-by-frame engines: 1 (see the module docstring). Chunked engines: their steady chunk."""
         caps = getattr(self.node.engine, "caps", None)
-        if caps is not None and caps.temporal and caps.delay > 0:
-            return int(caps.delay) + 1
-        return 1
+        return max(1, int(getattr(caps, "chunk", 1) or 1))
 
     def input_size(self, params: dict[str, Any] | None = None) -> int:
         try:
