@@ -226,8 +226,7 @@ def encode(
     h, w = x.shape[-2:]
     order = fmt.channels
     if order == "GRAY":
-        wts = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(3, 1, 1)
-        x = (x * wts).sum(0, keepdim=True)
+        x = 0.299 * x[0:1] + 0.587 * x[1:2] + 0.114 * x[2:3]
     elif order in ("BGR", "BGRA"):
         x = x[[2, 1, 0]]
     if fmt.n_channels == 4:

@@ -26,8 +26,13 @@ _LUMA = (0.299, 0.587, 0.114)
 
 
 def luma(x: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+    r, g, b = _LUMA  # python scalars: no host-to-device copy per frame
+    return r * x[:, 0:1] + g * x[:, 1:2] + b * x[:, 2:3]
+
+
+def scale_flow(flow: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
+    """Multiply the x and y components of ``(N,2,H,W)`` flow by python scalars (no device tensor made)."""
+    return torch.cat([flow[:, :1] * sx, flow[:, 1:] * sy], 1)
 
 
 _grid_cache: dict[tuple, torch.Tensor] = {}
@@ -49,8 +54,9 @@ def _base_grid(h: int, w: int, device, dtype) -> torch.Tensor:
 def warp(x: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """Backward warp: ``out(p) = x(p + flow(p))``; flow ``(N,2,H,W)`` in pixels of ``x``'s grid."""
     n, _, h, w = x.shape
-    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=x.device, dtype=x.dtype)
-    grid = _base_grid(h, w, x.device, x.dtype) + flow.permute(0, 2, 3, 1) * scale
+    grid = _base_grid(h, w, x.device, x.dtype) + scale_flow(flow, 2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)).permute(
+        0, 2, 3, 1
+    )
     return F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=True)
 
 
@@ -71,8 +77,7 @@ def lk_flow(cur: torch.Tensor, prev: torch.Tensor, levels: int = 4, iters: int =
             flow = torch.zeros((c.shape[0], 2, h, w), device=c.device, dtype=c.dtype)
         else:
             sy, sx = h / flow.shape[-2], w / flow.shape[-1]
-            flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
-            flow = flow * torch.tensor([sx, sy], device=c.device, dtype=c.dtype).view(1, 2, 1, 1)
+            flow = scale_flow(F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False), sx, sy)
         for _ in range(iters):
             pw = warp(p, flow)
             bp = F.pad(0.5 * (pw + c), (1, 1, 1, 1), mode="replicate")  # symmetric gradients converge faster
@@ -155,7 +160,7 @@ class Stabilizer:
         big_h, big_w = hr.shape[-2:]
         flow = self._flow(luma(lr), luma(self.prev_lr))
         flow_hr = F.interpolate(flow, size=(big_h, big_w), mode="bilinear", align_corners=False)
-        flow_hr = flow_hr * torch.tensor([big_w / w, big_h / h], device=hr.device).view(1, 2, 1, 1)
+        flow_hr = scale_flow(flow_hr, big_w / w, big_h / h)
         hist = warp(self.prev_hr, flow_hr, mode="bicubic")
         # neighbourhood clamp: history may only take values the current output has within 3x3
         lo, hi = _minmax3(hr)
