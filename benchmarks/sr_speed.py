@@ -1,40 +1,57 @@
-"""GPU speed of the realesrgan backend vs the reference loop, in one run, same GPU, same weights.
+"""Speed of the realesrgan fast path vs the reference loop: one run, same device, same weights.
 
-    python benchmarks/sr_speed.py [--frames 200] [--sizes 512x512 1280x720] [--models rrdb_x2 compact_x4]
+    python benchmarks/sr_speed.py                         # GPU: RRDB x2plus + Compact 2x, 512² and 720p
+    python benchmarks/sr_speed.py --compile off reduce-overhead max-autotune --frames 300
+    python benchmarks/sr_speed.py --device cpu --sizes 64x64 --frames 4   # smoke run (what the tests do)
 
-Reference = what Scope's RealESRGAN postprocessor does: plain bf16 PyTorch, one frame at a time,
-``torch.cuda.synchronize()`` after each frame. Ours = the node's realesrgan engine: fp16,
-channels_last, optionally torch.compile (CUDA graphs / max-autotune), batching, no host syncs.
-Also the TouchDesigner-style path end to end: a BGRA uint8 flipped texture-shaped CUDA tensor
-through ``node.cook`` and back. Random weights of the real architectures (speed does not depend
-on the values). Prints a markdown table last: FPS, ms/frame, speedup over the reference, peak memory.
+Reference: what Scope's RealESRGAN postprocessor does. Plain bf16 PyTorch, eager, one frame at a
+time, with ``torch.cuda.synchronize()`` after each frame.
+
+Ours: the node's realesrgan engine. fp16, channels_last, cuDNN autotuning, torch.compile (with CUDA
+graphs for ``reduce-overhead``/``max-autotune``), batches, no host syncs. Each configuration is
+also checked against the eager fp32 model (max/mean absolute error on one frame).
+
+Host paths, measured end to end with the last compile mode:
+- TouchDesigner: a BGRA uint8, bottom-row-first texture in device memory goes through the real
+  Script TOP callbacks, ``tests/standins/td.py`` and the CUDA-interop adapter, and is copied into
+  the output texture.
+- CPU host: numpy BGRA in, numpy out, through the pinned upload.
+
+Random weights of the real architectures (speed does not depend on the values). Prints one
+markdown table last, plus rows ready for RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.util
+import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from live_upscale import UpscaleNode  # noqa: E402
+from live_upscale.backends.realesrgan import load_descriptor  # noqa: E402
 
 
-def rrdb_x2_state_dict(nf=64, nb=23, gc=32) -> dict:
-    """RealESRGAN_x2plus architecture (basicsr key layout), random weights."""
+def rrdb_state_dict(scale=2, nf=64, nb=23, gc=32) -> dict:
+    """RealESRGAN_x2plus (basicsr key layout; x2 pixel-unshuffles the input into 12 channels), random weights."""
+    g = torch.Generator().manual_seed(0)
     sd = {}
 
     def conv(name, cout, cin):
-        sd[f"{name}.weight"] = torch.randn(cout, cin, 3, 3) * (0.1 / (cin * 9) ** 0.5)
+        sd[f"{name}.weight"] = torch.randn(cout, cin, 3, 3, generator=g) * (0.1 / (cin * 9) ** 0.5)
         sd[f"{name}.bias"] = torch.zeros(cout)
 
-    conv("conv_first", nf, 12)
+    conv("conv_first", nf, 3 * (4 if scale == 2 else 1))
     for b in range(nb):
         for r in (1, 2, 3):
             for k in range(1, 6):
@@ -45,12 +62,13 @@ def rrdb_x2_state_dict(nf=64, nb=23, gc=32) -> dict:
     return {"params_ema": sd}
 
 
-def compact_x4_state_dict(nf=64, nconv=16) -> dict:
-    """realesr-animevideov3 architecture (SRVGGNetCompact, 4x), random weights."""
+def compact_state_dict(scale=2, nf=64, nconv=16) -> dict:
+    """SRVGGNetCompact (realesr-animevideov3 layout: 64 features, 16 convs, PReLU), random weights."""
+    g = torch.Generator().manual_seed(0)
     sd, idx = {}, 0
-    shapes = [(nf, 3)] + [(nf, nf)] * nconv + [(48, nf)]
+    shapes = [(nf, 3)] + [(nf, nf)] * nconv + [(3 * scale * scale, nf)]
     for k, (co, ci) in enumerate(shapes):
-        sd[f"body.{idx}.weight"] = torch.randn(co, ci, 3, 3) * (0.5 / (ci * 9) ** 0.5)
+        sd[f"body.{idx}.weight"] = torch.randn(co, ci, 3, 3, generator=g) * (0.5 / (ci * 9) ** 0.5)
         sd[f"body.{idx}.bias"] = torch.zeros(co)
         if k < len(shapes) - 1:
             sd[f"body.{idx + 1}.weight"] = torch.full((co,), 0.25)
@@ -58,80 +76,154 @@ def compact_x4_state_dict(nf=64, nconv=16) -> dict:
     return {"params": sd}
 
 
-MODELS = {"rrdb_x2": (rrdb_x2_state_dict, 2.0), "compact_x4": (compact_x4_state_dict, 2.0)}
+# name -> (state dict, the reference runs the model natively at 2x)
+MODELS = {
+    "rrdb_x2plus": lambda: rrdb_state_dict(2),
+    "compact_x2": lambda: compact_state_dict(2),
+}
+TINY = {  # --tiny: same architectures, a few blocks (CPU smoke runs)
+    "rrdb_x2plus": lambda: rrdb_state_dict(2, nf=8, nb=1),
+    "compact_x2": lambda: compact_state_dict(2, nf=8, nconv=2),
+}
 
 
-def timeit(fn, frames: int, per_call: int) -> tuple[float, float]:
-    """(ms per frame, peak GiB) over ``frames`` frames after a warm-up."""
-    for _ in range(3):
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def timeit(fn, frames: int, per_call: int, dev: torch.device, warm: int = 3) -> tuple[float, float | None]:
+    """(ms per frame, peak GiB or None) over ``frames`` frames, after ``warm`` calls."""
+    for _ in range(warm):
         fn()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    sync(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
     calls = max(1, frames // per_call)
     t0 = time.perf_counter()
     for _ in range(calls):
         fn()
-    torch.cuda.synchronize()
+    sync(dev)
     ms = (time.perf_counter() - t0) * 1000 / (calls * per_call)
-    return ms, torch.cuda.max_memory_allocated() / 2**30
+    return ms, (torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None)
+
+
+def error_vs_fp32(y: torch.Tensor, want: torch.Tensor) -> str:
+    e = (y.float() - want.float()).abs()
+    return f"{e.max().item():.4f} / {e.mean().item():.5f}"
+
+
+def td_path(path: Path, mode: str, size: tuple[int, int], dev: torch.device):
+    """A cook function running the real Script TOP callbacks on a TD-shaped device texture, and its TOP."""
+    from live_upscale.plugin.touchdesigner import top
+    from tests.standins import td
+
+    sys.modules["td"] = td
+    top.ALLOW_HOST_MEMORY = dev.type != "cuda"
+    h, w = size
+    img = (np.random.default_rng(0).random((h, w, 4)) * 255).astype(np.uint8)
+    src = td.TOP(img, device=dev)
+    op = td.ScriptTOP([src], out_device=dev)
+    spec = importlib.util.spec_from_file_location("td_callbacks", REPO / "windows" / "td_script_top_callbacks.py")
+    cb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cb)
+    cb.onSetupParameters(op)
+    for k, v in {"Backend": "realesrgan", "Model": str(path), "Scale": 2.0, "Compile": mode}.items():
+        getattr(op.par, k).val = v
+
+    def cook():
+        op.cook(cb)
+
+    return cook, op
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=200)
-    ap.add_argument("--sizes", nargs="*", default=["512x512", "1280x720"])
-    ap.add_argument("--models", nargs="*", default=list(MODELS))
-    ap.add_argument("--compile", nargs="*", default=["off", "reduce-overhead", "max-autotune"])
-    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--frames", type=int, default=120, help="frames timed per measurement")
+    ap.add_argument("--sizes", nargs="*", default=["512x512", "1280x720"], help="input sizes WxH")
+    ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--compile", nargs="*", default=["off", "reduce-overhead"],
+                    help="our compile modes (off default reduce-overhead max-autotune tensorrt)")
+    ap.add_argument("--batch", type=int, default=4, help="frames per call for the batched row")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--tiny", action="store_true", help="tiny models (smoke runs)")
+    ap.add_argument("--no-hosts", action="store_true", help="skip the TouchDesigner and CPU-host rows")
     a = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("sr_speed: no CUDA device here; this benchmark needs a GPU (skipped)")
+    dev = torch.device(a.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        print("sr_speed: no CUDA device here; this benchmark needs a GPU (or pass --device cpu for a smoke run)")
         return 0
-    torch.backends.cudnn.benchmark = True
-    dev = torch.device("cuda")
+    command = "python benchmarks/sr_speed.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     tmp = Path(tempfile.mkdtemp())
-    rows = []
+    ref_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    rows = []  # (model, size, path, ms, ref_ms, peak, err)
     for name in a.models:
-        make, scale = MODELS[name]
         path = tmp / f"{name}.pth"
-        torch.save(make(), path)
-        from live_upscale.backends.realesrgan import load_descriptor
-
-        ref_model = load_descriptor(path).model.to(dev, torch.bfloat16).eval()
+        torch.save((TINY if a.tiny else MODELS)[name](), path)
+        model32 = load_descriptor(path).model.to(dev).eval()
+        ref_model = load_descriptor(path).model.to(dev, ref_dtype).eval()
         for size in a.sizes:
-            w, h = (int(v) for v in size.split("x"))
+            w, h = (int(v) for v in size.lower().split("x"))
             frame = torch.rand(1, 3, h, w, device=dev)
-            native = name == "rrdb_x2"  # the 4x compact model runs 2x with the input halved
+            with torch.inference_mode():
+                want = model32(frame).clamp(0, 1)
 
             @torch.inference_mode()
             def reference():
-                x = frame if native else torch.nn.functional.interpolate(frame, scale_factor=0.5, mode="bicubic",
-                                                                          antialias=True)
-                ref_model(x.to(torch.bfloat16)).float().clamp(0, 1)
-                torch.cuda.synchronize()  # what the reference postprocessor does per frame
+                y = ref_model(frame.to(ref_dtype)).float().clamp(0, 1)
+                sync(dev)  # the reference postprocessor waits for every frame
+                return y
 
-            ref_ms, ref_mem = timeit(reference, a.frames, 1)
-            rows.append((name, size, "reference bf16, sync/frame", ref_ms, ref_ms, ref_mem))
+            ref_ms, ref_mem = timeit(reference, a.frames, 1, dev)
+            rows.append((name, size, "reference: bf16 eager, sync per frame", ref_ms, ref_ms, ref_mem,
+                         error_vs_fp32(reference(), want)))
             for mode in a.compile:
-                node = UpscaleNode(backend="realesrgan", model=str(path), scale=scale, precision="fp16",
-                                   compile=mode, device="cuda")
-                for batch in (1, a.batch):
+                node = UpscaleNode(backend="realesrgan", model=str(path), scale=2.0, compile=mode, device=str(dev),
+                                   precision="fp16" if dev.type == "cuda" else "fp32", download=False)
+                for batch in sorted({1, a.batch}):
+                    t0 = time.perf_counter()
                     node.warmup(h, w, batch)
+                    compile_s = time.perf_counter() - t0
                     x = frame.expand(batch, -1, -1, -1).contiguous()
-                    ms, mem = timeit(lambda: node.process(x), a.frames, batch)
-                    rows.append((name, size, f"ours fp16 compile={mode} batch={batch}", ms, ref_ms, mem))
-                # TouchDesigner-style: BGRA uint8 flipped texture in, same format out, all on the GPU
-                tex = (torch.rand(h, w, 4, device=dev) * 255).to(torch.uint8)
-                ms, mem = timeit(lambda: node.cook(tex, in_format="HWC:BGRA:uint8:flipped"), a.frames, 1)
-                rows.append((name, size, f"TD path (cook BGRA u8) compile={mode}", ms, ref_ms, mem))
+                    err = error_vs_fp32(node.process(x)[:1], want)
+                    ms, mem = timeit(lambda: node.process(x), a.frames, batch, dev)
+                    rows.append((name, size, f"ours: compile={mode} batch={batch} (warm-up {compile_s:.0f} s)",
+                                 ms, ref_ms, mem, err))
                 node.close()
-                torch.cuda.empty_cache()
-    gpu = torch.cuda.get_device_name()
-    print(f"\nGPU: {gpu}, torch {torch.__version__}")
-    print("| model | input | path | FPS | ms/frame | speedup vs reference | peak GiB |")
-    print("|---|---|---|---|---|---|---|")
-    for name, size, path_name, ms, ref_ms, mem in rows:
-        print(f"| {name} | {size} | {path_name} | {1000 / ms:.1f} | {ms:.2f} | {ref_ms / ms:.1f}x | {mem:.2f} |")
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+            if a.no_hosts:
+                continue
+            mode = a.compile[-1]
+            cook, op = td_path(path, mode, (h, w), dev)
+            ms, mem = timeit(cook, a.frames, 1, dev)
+            assert not op.errors, op.errors
+            rows.append((name, size, f"TouchDesigner TOP end to end (BGRA u8 texture, compile={mode})", ms, ref_ms,
+                         mem, "-"))
+            node = UpscaleNode(backend="realesrgan", model=str(path), scale=2.0, compile=mode, device=str(dev),
+                               download=False)
+            img = (np.random.default_rng(1).random((h, w, 4)) * 255).astype(np.uint8)
+            node.warmup(h, w)
+            ms, mem = timeit(lambda: node.cook(img, "HWC:BGRA:uint8"), a.frames, 1, dev)
+            rows.append((name, size, f"CPU host: numpy BGRA in/out (pinned upload, compile={mode})", ms, ref_ms, mem,
+                         "-"))
+            node.close()
+
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"\n{where}, torch {torch.__version__}; error = max / mean |ours - eager fp32| on one frame")
+    print("| model | input | path | FPS | ms/frame | speedup vs reference | peak GiB | error vs fp32 |")
+    print("|---|---|---|---:|---:|---:|---:|---|")
+    for name, size, path_name, ms, ref_ms, mem, err in rows:
+        peak = f"{mem:.2f}" if mem is not None else "-"
+        print(f"| {name} | {size} | {path_name} | {1000 / ms:.1f} | {ms:.2f} | {ref_ms / ms:.1f}x | {peak} | {err} |")
+    print("\nRESULTS.md rows:")
+    today = datetime.date.today().isoformat()
+    for name, size, path_name, ms, ref_ms, mem, err in rows:
+        if path_name.startswith("reference"):
+            continue
+        case = f"{name} {size}->2x, {path_name.split(' (warm-up')[0]}"
+        print(f"| {today} | {where} | `{command.strip()}` | {case} | {1000 / ms:.1f} FPS | {1000 / ref_ms:.1f} FPS "
+              f"| {ref_ms / ms:.1f}x |")
     return 0
 
 

@@ -276,10 +276,13 @@ def test_entry_point_and_discovery():
     ours = {k: v for k, v in props.items() if "ui" in v}
     assert set(ours) == {
         "upscale_backend", "upscale_model", "upscale_scale", "upscale_precision", "upscale_prescale",
-        "upscale_quality", "upscale_sharpen", "upscale_stabilize", "upscale_scene_cut", "upscale_batch",
+        "upscale_quality", "upscale_compile", "upscale_sharpen", "upscale_stabilize", "upscale_scene_cut",
+        "upscale_batch",
     }  # fmt: skip
     load_params = {k for k, v in ours.items() if v["ui"]["is_load_param"]}
-    assert load_params == {"upscale_backend", "upscale_model", "upscale_scale", "upscale_precision", "upscale_prescale", "upscale_quality"}
+    assert load_params == {"upscale_backend", "upscale_model", "upscale_scale", "upscale_precision", "upscale_prescale",
+                           "upscale_quality", "upscale_compile"}
+    assert set(props["upscale_compile"]["enum"]) == {"off", "default", "reduce-overhead", "max-autotune", "tensorrt"}
     assert {"auto", "classic", "realesrgan"} <= set(props["upscale_backend"]["enum"])
     assert props["upscale_model"]["type"] == "string"  # names, weights paths, RTX VSR specs
     assert set(props["upscale_scale"]["enum"]) == {1.5, 2.0, 3.0, 4.0}

@@ -137,15 +137,17 @@ def test_parameters_page(callbacks):
     op = td.ScriptTOP([td.TOP(np.zeros((8, 8, 4), np.uint8))])
     callbacks.onSetupParameters(op)
     names = [p.name for page in op.pages for p in page.pars]
-    for n in ("Backend", "Model", "Scale", "Quality", "Stabilize", "Sharpen", "Reset", "Backendinuse", "Msperframe", "Lasterror", "Backendstatus"):
+    for n in ("Backend", "Model", "Scale", "Quality", "Compile", "Stabilize", "Sharpen", "Reset", "Backendinuse", "Msperframe", "Lasterror", "Backendstatus"):
         assert n in names
     assert op.par.Backend.menuNames[:1] == ["auto"] and "classic" in op.par.Backend.menuNames
     assert "rtx_vsr" not in op.par.Backend.menuNames  # cannot run here: reason in the status instead
     assert "rtx_vsr:" in op.par.Backendstatus.val and op.par.Backendstatus.readOnly
     assert op.par.Scale.val == 2.0 and op.par.Quality.val == "balanced" and op.par.Quality.menuNames == ["fast", "balanced", "high"]
     assert parameters.read(op) == {
-        "backend": "auto", "model": None, "scale": 2.0, "quality": "balanced", "stabilize": 0.0, "sharpen": 0.0,
+        "backend": "auto", "model": None, "scale": 2.0, "quality": "balanced", "compile": "off", "stabilize": 0.0,
+        "sharpen": 0.0,
     }
+    assert op.par.Compile.menuNames == ["off", "default", "reduce-overhead", "max-autotune", "tensorrt"]
 
 
 def test_uint8_bgra_flipped_end_to_end(callbacks):

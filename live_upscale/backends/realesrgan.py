@@ -9,11 +9,21 @@
   (4x the work, more detail, steadier on clean input).
 - fp16 (else bf16) on CUDA where the architecture supports it, fp32 otherwise; channels_last on
   CUDA. The whole batch goes through the model at once; nothing syncs the host.
+
+Fast path (issue 9): ``compile`` = ``default`` | ``reduce-overhead`` (adds CUDA graphs) |
+``max-autotune`` (also tunes kernels) | ``tensorrt`` (torch-tensorrt if installed, else
+max-autotune). Shapes are fixed per graph; :class:`CompiledModel` keeps one graph per input
+shape seen, so a size change costs one compile and going back to a size costs none. Batches are
+split into power-of-two parts (8, 4, 2, 1) so any batch size reuses at most four graphs per
+frame size. cuDNN autotuning is on for our calls only (the host's flag is restored).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +34,156 @@ from ..nodes.resample import out_size, resize
 from .base import Backend, Capabilities, Engine, EngineConfig, Probe, missing_package, resolve_dtype
 from .registry import register
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MODEL = "realesr-animevideov3"
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "tensorrt")
+MAX_SHAPES = 16  # compiled graphs one engine keeps (input shapes); past this, new shapes run eager
+MAX_BATCH = 8  # frames per model call; larger batches are split (memory, and a bounded set of graphs)
+
+
+def batch_plan(n: int, max_batch: int = MAX_BATCH, pow2: bool = True) -> list[int]:
+    """Sizes of the parts a batch of ``n`` frames is run in.
+
+    ``pow2`` (compiled models): powers of two up to ``max_batch``, largest first (7 -> 4, 2, 1), so a
+    compiled model sees at most ``log2(max_batch) + 1`` batch sizes; else plain chunks of ``max_batch``.
+    """
+    max_batch = max(1, int(max_batch))
+    if not pow2:
+        return [min(max_batch, n - i) for i in range(0, n, max_batch)]
+    top = 1 << (max_batch.bit_length() - 1)
+    parts = []
+    while n > 0:
+        k = top
+        while k > n:
+            k >>= 1
+        parts.append(k)
+        n -= k
+    return parts
+
+
+@contextlib.contextmanager
+def cudnn_autotune(on: bool):
+    """cuDNN picks the fastest convolution algorithm per shape inside this block; the host's flag is restored."""
+    prev = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = bool(on) or prev
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = prev
+
+
+def _limit_name() -> str:
+    cfg = torch._dynamo.config
+    return "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+
+
+def tensorrt_cache_dir(device: torch.device, dtype: torch.dtype) -> "weights.Path":
+    """Where built TensorRT engines are kept. torch-tensorrt keys each engine by graph, input shapes and
+    settings, not by GPU or TensorRT version, so the directory does: an engine is only valid on the GPU
+    model and TensorRT build that made it."""
+    import re
+
+    try:
+        import tensorrt
+
+        trt = str(tensorrt.__version__)
+    except Exception:  # noqa: BLE001 - version unknown: still a valid (separate) directory
+        trt = "unknown"
+    if device.type == "cuda" and torch.cuda.is_available():
+        name = torch.cuda.get_device_name(device)
+        major, minor = torch.cuda.get_device_capability(device)
+        gpu = f"{name}-sm{major}{minor}"
+    else:
+        gpu = f"{device.type}-{platform.machine()}"
+    key = re.sub(r"[^A-Za-z0-9.]+", "-", f"{gpu}-trt{trt}-{str(dtype).removeprefix('torch.')}").strip("-")
+    return weights.cache_dir() / "tensorrt" / key
+
+
+class CompiledModel:
+    """``torch.compile`` with fixed shapes and a bounded shape cache.
+
+    One graph per input shape (batch, channels, height, width). Shapes already compiled are reused
+    (dynamo's guards pick the graph); a new shape compiles once; past ``max_shapes`` new shapes run
+    eagerly instead of growing the cache. ``tensorrt`` uses the torch-tensorrt backend with an engine
+    cache on disk and falls back to inductor ``max-autotune`` when torch-tensorrt is missing or fails.
+    """
+
+    def __init__(self, model: torch.nn.Module, mode: str, device: torch.device, dtype: torch.dtype,
+                 max_shapes: int = MAX_SHAPES, backend: str | None = None):
+        if mode not in COMPILE_MODES or mode == "off":
+            raise ValueError(f"compile mode must be one of {COMPILE_MODES[1:]}, not {mode!r}")
+        self.model = model
+        self.mode = mode
+        self.max_shapes = int(max_shapes)
+        self.shapes: set[tuple[int, ...]] = set()
+        self.note = ""
+        self.cuda_graphs = mode in ("reduce-overhead", "max-autotune") and device.type == "cuda"
+        self._warned = False
+        self._backend = backend
+        if mode == "tensorrt":
+            self.fn = self._tensorrt(device, dtype)
+        elif backend is not None:  # tests: a compiler backend that needs no C compiler
+            self.fn = torch.compile(model, backend=backend, dynamic=False)
+        else:
+            self.fn = torch.compile(model, mode=None if mode == "default" else mode, dynamic=False)
+
+    def _tensorrt(self, device: torch.device, dtype: torch.dtype):
+        try:
+            import torch_tensorrt  # noqa: F401 - registers the 'torch_tensorrt' compile backend
+        except Exception as e:  # noqa: BLE001 - optional extra: any import failure means 'not here'
+            return self._fallback(f"torch-tensorrt is not usable here ({one_line(e)})")
+        if device.type != "cuda":
+            return self._fallback("TensorRT needs a CUDA device")
+        cache = tensorrt_cache_dir(device, dtype)
+        cache.mkdir(parents=True, exist_ok=True)
+        options = {
+            "enabled_precisions": {dtype},
+            "min_block_size": 1,
+            "immutable_weights": False,  # engine caching needs refittable engines
+            "cache_built_engines": True,
+            "reuse_cached_engines": True,
+            "engine_cache_dir": str(cache),
+        }
+        self.note = f"TensorRT engines cached in {cache}"
+        return torch.compile(self.model, backend="torch_tensorrt", dynamic=False, options=options)
+
+    def _fallback(self, why: str):
+        self.mode = "max-autotune"
+        self.cuda_graphs = torch.cuda.is_available()
+        self.note = f"{why}; using inductor max-autotune"
+        log.warning("live-upscale: %s", self.note)
+        if self._backend is not None:
+            return torch.compile(self.model, backend=self._backend, dynamic=False)
+        return torch.compile(self.model, mode="max-autotune", dynamic=False)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        key = tuple(x.shape)
+        if key not in self.shapes:
+            if len(self.shapes) >= self.max_shapes:
+                if not self._warned:
+                    log.warning("live-upscale: %d input shapes compiled already; new shapes run uncompiled",
+                                self.max_shapes)
+                    self._warned = True
+                return self.model(x)
+            try:
+                y = self._compile_call(x)
+            except Exception as e:  # noqa: BLE001 - a compiler failure must not take the stream down
+                if self.mode != "tensorrt":
+                    raise
+                self.fn = self._fallback(f"TensorRT build failed ({one_line(e)})")
+                y = self._compile_call(x)
+            self.shapes.add(key)
+            return y
+        return self._compile_call(x)
+
+    def _compile_call(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cuda_graphs and x.is_cuda:
+            torch.compiler.cudagraph_mark_step_begin()
+        # dynamo counts recompiles per code object (shared by every instance of this architecture);
+        # allow our own bounded shape cache plus other engines of the same architecture
+        with torch._dynamo.config.patch(**{_limit_name(): self.max_shapes * 4 + 8}):
+            return self.fn(x)
 
 
 def load_descriptor(path, device: torch.device | str = "cpu"):
@@ -78,6 +237,7 @@ class SpandrelEngine(Engine):
         self.tile = int(config.options.get("tile", 0) or 0)  # 0 = whole frames; set on OOM
         self.overlap = int(config.options.get("tile_overlap", 16))
         self._last_hw: tuple[int, int] | None = None
+        self._last_n = 1
         self.dtype = resolve_dtype(
             config.precision, config.device, bool(descriptor.supports_half), bool(descriptor.supports_bfloat16)
         )
@@ -86,12 +246,18 @@ class SpandrelEngine(Engine):
             self.model = self.model.to(memory_format=torch.channels_last)
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.compile_mode = config.options.get("compile", "off") or "off"
+        self.compile_mode = str(config.options.get("compile", "off") or "off")
+        self.max_batch = max(1, int(config.options.get("max_batch", MAX_BATCH)))
+        self.autotune = config.device.type == "cuda" and bool(config.options.get("cudnn_benchmark", True))
+        self.compiled: CompiledModel | None = None
         self._fn = self.model
         if self.compile_mode != "off":
-            # fixed shapes (dynamic=False): one graph per input size, cached; CUDA graphs for 'reduce-overhead'
-            self._fn = torch.compile(self.model, mode=None if self.compile_mode == "default" else self.compile_mode,
-                                     dynamic=False)
+            self.compiled = CompiledModel(
+                self.model, self.compile_mode, config.device, self.dtype,
+                max_shapes=int(config.options.get("max_shapes", MAX_SHAPES)),
+                backend=config.options.get("compile_backend"),
+            )
+            self._fn = self.compiled
         self.caps = Capabilities(
             min_scale=1.0,
             max_scale=8.0,
@@ -103,15 +269,19 @@ class SpandrelEngine(Engine):
 
     def _route_note(self) -> str:
         if self.scale == self.model_scale:
-            return f"native {self.model_scale}x"
-        if self.route == "input":
-            return f"{self.model_scale}x model, input resized by {self.scale / self.model_scale:g} first"
-        return f"{self.model_scale}x model, output resized by {self.scale / self.model_scale:g}"
+            note = f"native {self.model_scale}x"
+        elif self.route == "input":
+            note = f"{self.model_scale}x model, input resized by {self.scale / self.model_scale:g} first"
+        else:
+            note = f"{self.model_scale}x model, output resized by {self.scale / self.model_scale:g}"
+        if self.compiled is not None:
+            note += f", compiled {self.compiled.mode}" + (f" ({self.compiled.note})" if self.compiled.note else "")
+        return note
 
     def run_model(self, x: torch.Tensor) -> torch.Tensor:
         """``(N,3,h,w)`` float -> ``(N,3,h*m,w*m)`` float32 in [0,1]; tiled when ``self.tile`` is set."""
         h, w = x.shape[-2:]
-        self._last_hw = (h, w)
+        self._last_hw, self._last_n = (h, w), int(x.shape[0])
         if not self.tile or (h <= self.tile and w <= self.tile):
             return self._run_whole(x)
         m, t, o = self.model_scale, self.tile, self.overlap
@@ -128,6 +298,9 @@ class SpandrelEngine(Engine):
         return out
 
     def on_oom(self) -> str | None:
+        if self._last_n > 1 and self.max_batch > 1:  # fewer frames per call first: same result, less memory
+            self.max_batch = max(1, min(self.max_batch, self._last_n) // 2)
+            return f"batches of at most {self.max_batch} frames"
         smallest = 64
         if self.tile == smallest:
             return None
@@ -136,12 +309,22 @@ class SpandrelEngine(Engine):
         return f"tiles of {self.tile} px with {self.overlap} px overlap"
 
     def _run_whole(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        plan = batch_plan(n, self.max_batch, pow2=self.compiled is not None)
+        if len(plan) == 1:
+            return self._run_batch(x)
+        out, i = [], 0
+        for k in plan:
+            out.append(self._run_batch(x[i : i + k]))
+            i += k
+        return torch.cat(out)
+
+    def _run_batch(self, x: torch.Tensor) -> torch.Tensor:
         x, h, w = pad_to_requirements(x.to(self.dtype), self.desc.size_requirements)
         if self.config.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.compile_mode in ("reduce-overhead", "max-autotune") and x.is_cuda:
-            torch.compiler.cudagraph_mark_step_begin()
-        y = self._fn(x)
+        with cudnn_autotune(self.autotune):
+            y = self._fn(x)
         m = self.model_scale
         y = y[..., : h * m, : w * m]
         # a CUDA-graph output is overwritten by the next replay: never hand it out directly
@@ -162,7 +345,7 @@ class SpandrelEngine(Engine):
 
     def describe(self) -> str:
         arch = self.desc.architecture.name
-        return f"{arch} from {self.source} ({self.caps.notes}, {str(self.dtype).removeprefix('torch.')})"
+        return f"{arch} from {self.source} ({self._route_note()}, {str(self.dtype).removeprefix('torch.')})"
 
     def close(self) -> None:
         self.model = None

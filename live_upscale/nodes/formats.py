@@ -157,21 +157,64 @@ def infer_format(frame: torch.Tensor) -> FrameFormat:
     return FrameFormat(layout=layout, channels=_DEFAULT_ORDER[c], dtype=dtype, batched=batched)
 
 
+class PinnedUpload:
+    """CPU frames -> CUDA through reused page-locked buffers, so the copy is truly asynchronous.
+
+    A copy from ordinary (pageable) memory makes the driver stage it and may wait for the stream;
+    from pinned memory it is a plain DMA queued on the stream. Two buffers per frame shape take
+    turns: before one is refilled, the event recorded after its previous copy is waited on (by then
+    long done), so the host never overwrites memory a copy is still reading.
+    """
+
+    SLOTS = 2
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._ring: list[list] = []
+        self._i = 0
+        self.disabled = False  # pinning failed once (no driver, memory locked out): plain copies from then on
+
+    def __call__(self, t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+        device = torch.device(device)
+        if self.disabled or t.device.type != "cpu" or device.type != "cuda":
+            return t.to(device, non_blocking=True)
+        key = (tuple(t.shape), t.dtype)
+        try:
+            if key != self._key:  # a new frame shape: new buffers (the old ones go with their last copies)
+                self._ring = [[torch.empty(t.shape, dtype=t.dtype, pin_memory=True), None] for _ in range(self.SLOTS)]
+                self._key, self._i = key, 0
+        except RuntimeError:
+            self.disabled = True
+            return t.to(device, non_blocking=True)
+        slot = self._ring[self._i % self.SLOTS]
+        self._i += 1
+        if slot[1] is not None:
+            slot[1].synchronize()
+        slot[0].copy_(t)
+        out = slot[0].to(device, non_blocking=True)
+        ev = torch.cuda.Event()
+        ev.record(torch.cuda.current_stream(device))
+        slot[1] = ev
+        return out
+
+
 def decode(
     frame,
     fmt: FrameFormat | str | None = None,
     device: torch.device | str | None = None,
+    upload: PinnedUpload | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, FrameFormat]:
     """Host frame -> ``(rgb (1,3,H,W) float32 [0,1], alpha (1,1,H,W) or None, format used)``.
 
     NaN becomes 0 and +/-Inf is clamped, so one broken frame cannot poison temporal state.
+    ``upload``: reusable pinned buffers for CPU frames bound for a CUDA device (the node keeps one).
     """
     t = as_tensor(frame)
     if t.device.type == "meta":
         raise InputError("frame has no data (a meta tensor)")
     fmt = FrameFormat.parse(fmt) or infer_format(t)
     if device is not None:
-        t = t.to(device, non_blocking=True)
+        t = upload(t, device) if upload is not None else t.to(device, non_blocking=True)
     x = t
     if fmt.batched or x.dim() == 4:
         if x.dim() != 4 or x.shape[0] != 1:
@@ -203,8 +246,8 @@ def decode(
         rgb = x.expand(3, -1, -1)
     elif order in ("RGB", "RGBA"):
         rgb = x[:3]
-    else:  # BGR / BGRA
-        rgb = x[[2, 1, 0]]
+    else:  # BGR / BGRA: a reversed view (an index list would copy the list to the device first)
+        rgb = x[:3].flip(0)
     if fmt.n_channels == 4:
         alpha = x[3:4].unsqueeze(0).contiguous()
     return rgb.unsqueeze(0).contiguous(), alpha, fmt
@@ -228,7 +271,7 @@ def encode(
     if order == "GRAY":
         x = 0.299 * x[0:1] + 0.587 * x[1:2] + 0.114 * x[2:3]
     elif order in ("BGR", "BGRA"):
-        x = x[[2, 1, 0]]
+        x = x.flip(0)
     if fmt.n_channels == 4:
         if alpha is None:
             a = torch.ones((1, h, w), device=x.device, dtype=x.dtype)

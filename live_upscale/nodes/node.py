@@ -114,6 +114,7 @@ class UpscaleNode:
         self._timer = _GpuTimer()
         self._stabilizer = Stabilizer(cut_threshold=self.params.scene_cut or 2.0)
         self._cuts = SceneCutDetector()
+        self._upload = formats.PinnedUpload()  # CPU host frames -> GPU without a staged, blocking copy
         self.frames_in = 0
         self.frames_out = 0
         self.resets = 0
@@ -341,7 +342,7 @@ class UpscaleNode:
         raw CUDA stream handle (int) the host works on; all of the node's GPU work is queued on it.
         """
         with self._lock, self._on_stream(stream):
-            rgb, alpha, fmt = formats.decode(frame, in_format, self.device)
+            rgb, alpha, fmt = formats.decode(frame, in_format, self.device, self._upload)
             out_fmt = formats.FrameFormat.parse(out_format) or fmt
             ys = self.process(rgb)
             self._alpha.append(alpha)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 Quality = Literal["fast", "balanced", "high"]
 Route = Literal["input", "output"]
-Compile = Literal["off", "default", "reduce-overhead", "max-autotune"]
+Compile = Literal["off", "default", "reduce-overhead", "max-autotune", "tensorrt"]
 
 
 class UpscaleParams(BaseModel):
@@ -34,7 +34,8 @@ class UpscaleParams(BaseModel):
     compile: Compile = Field(
         "off",
         description="torch.compile the model (CUDA): 'reduce-overhead' adds CUDA graphs, 'max-autotune' also tunes "
-        "kernels (slow first load). Each new input size compiles once; call node.warmup(h, w) at load.",
+        "kernels (slow first load), 'tensorrt' uses torch-tensorrt when installed (engines cached on disk; else "
+        "max-autotune). Each new input size compiles once; call node.warmup(h, w) at load.",
     )
     quality: Quality = Field("balanced", description="Speed/quality trade-off; each backend maps it to its own knobs.")
     sharpen: float = Field(0.0, ge=0.0, le=2.0, description="Unsharp-mask amount on the output (classic: added to its own).")

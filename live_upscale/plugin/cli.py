@@ -33,7 +33,7 @@ def _node_args(p: argparse.ArgumentParser) -> None:
                    help="low-res frame difference that counts as a cut and resets temporal state (0 = never)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
-    p.add_argument("--compile", choices=["off", "default", "reduce-overhead", "max-autotune"], default="off",
+    p.add_argument("--compile", choices=["off", "default", "reduce-overhead", "max-autotune", "tensorrt"], default="off",
                    help="torch.compile the model (CUDA; reduce-overhead adds CUDA graphs)")
     p.add_argument("--offline", action="store_true", help="never download weights")
 

@@ -56,6 +56,7 @@ LOAD_PARAMS: dict[str, str] = {
     "upscale_precision": "precision",
     "upscale_prescale": "prescale",
     "upscale_quality": "quality",
+    "upscale_compile": "compile",
 }
 RUNTIME_PARAMS: dict[str, str] = {
     "upscale_sharpen": "sharpen",

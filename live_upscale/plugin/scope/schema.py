@@ -94,6 +94,12 @@ class LiveUpscaleConfig(BasePipelineConfig):
         description=node_field("quality").description,
         json_schema_extra=ui_field_config(order=6, label="Quality", is_load_param=True),
     )
+    upscale_compile: Literal["off", "default", "reduce-overhead", "max-autotune", "tensorrt"] = Field(
+        default="off",
+        description=node_field("compile").description
+        + " Scope compiles at load, for the main pipeline's output size.",
+        json_schema_extra=ui_field_config(order=7, label="Compile (realesrgan)", is_load_param=True),
+    )
 
     # runtime: read on every call, applied to the next frame without a reload
     upscale_sharpen: float = _knob("sharpen", 10, "Sharpen")

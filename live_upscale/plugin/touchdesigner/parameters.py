@@ -16,12 +16,14 @@ from ...backends import registry
 PAGE = "Upscale"
 INFO_PAGE = "Info"
 QUALITIES = ("fast", "balanced", "high")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "tensorrt")
 # name -> (node parameter, default)
 NODE_PARS: dict[str, tuple[str, Any]] = {
     "Backend": ("backend", "auto"),
     "Model": ("model", ""),
     "Scale": ("scale", 2.0),
     "Quality": ("quality", "balanced"),
+    "Compile": ("compile", "off"),
     "Stabilize": ("stabilize", 0.0),
     "Sharpen": ("sharpen", 0.0),
 }
@@ -73,6 +75,10 @@ def setup(script_op, device: torch.device) -> None:
     _set(p, default=2.0, val=2.0, min=1.0, max=8.0, normMin=1.0, normMax=4.0, clampMin=True, clampMax=True)
     p = _first(page.appendMenu("Quality", label="Quality"))
     _set(p, menuNames=list(QUALITIES), menuLabels=["Fast", "Balanced", "High"], default="balanced", val="balanced")
+    # compiling happens on TD's main thread: the TOP freezes once per input size (seconds to minutes)
+    p = _first(page.appendMenu("Compile", label="Compile (pauses TD once per size)"))
+    _set(p, menuNames=list(COMPILE_MODES), default="off", val="off",
+         menuLabels=["Off", "Default", "CUDA graphs (reduce-overhead)", "Max autotune", "TensorRT (if installed)"])
     p = _first(page.appendFloat("Stabilize", label="Stabilize"))
     _set(p, default=0.0, val=0.0, min=0.0, max=1.0, normMin=0.0, normMax=1.0, clampMin=True, clampMax=True)
     p = _first(page.appendFloat("Sharpen", label="Sharpen"))
