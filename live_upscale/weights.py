@@ -100,6 +100,16 @@ KNOWN_MODELS: dict[str, ModelInfo] = {
             sha256="4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1",
             size=67040989,
         ),
+        ModelInfo(
+            "RealESRGANv2-animevideo-xsx2",
+            "RealESRGANv2-animevideo-xsx2.pth",
+            "SRVGGNetCompact (64 feat, 16 conv), native 2x",
+            2,
+            "BSD-3-Clause",
+            url=f"{_RELEASES}/v0.2.3.0/RealESRGANv2-animevideo-xsx2.pth",
+            sha256="27985aa2198711ecd72f9bb274ec7b164e018fc9ce2933daaa7c7ab36a2bd3fe",
+            notes="the fastest 2x: compact, runs at full input size without a resize",
+        ),
     ]
 }
 

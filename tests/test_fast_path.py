@@ -311,3 +311,17 @@ def test_sr_speed_benchmark_runs_end_to_end_on_cpu(capsys, monkeypatch):
         if cells[2].startswith(("reference", "ours")):
             assert float(cells[7].split("/")[0]) < 1e-4  # fp32 on CPU: our path is the model
     assert "RESULTS.md rows:" in out and out.count("| CPU (") >= 8
+
+
+def test_native_2x_compact_runs_at_full_size_without_resizes(tmp_path):
+    """RealESRGANv2-animevideo-xsx2's layout (SRVGGNetCompact, upscale 2): the 2x goal model, no resize around it."""
+    from tests.conftest import compact_state_dict
+
+    path = tmp_path / "RealESRGANv2-animevideo-xsx2.pth"
+    torch.save({"params": compact_state_dict(num_feat=8, num_conv=3, scale=2)}, path)
+    eng = engine(path)
+    assert eng.model_scale == 2 and "native 2x" in eng.describe()
+    x = torch.rand(2, 3, 30, 42)
+    with torch.inference_mode():
+        want = eng.model(x).clamp(0, 1)
+    assert torch.equal(eng.process(x), want)

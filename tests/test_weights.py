@@ -72,7 +72,8 @@ def test_names_never_leave_the_cache(tmp_path):
 
 
 def test_registry_has_the_issue_models():
-    for name in ["RealESRGAN_x2plus", "RealESRGAN_x4plus", "realesr-general-x4v3", "realesr-animevideov3"]:
+    for name in ["RealESRGAN_x2plus", "RealESRGAN_x4plus", "realesr-general-x4v3", "realesr-animevideov3",
+                 "RealESRGANv2-animevideo-xsx2"]:
         m = weights.lookup(name)
         assert m and m.sha256 and len(m.sha256) == 64 and m.license and m.scale in (2, 4)
     assert weights.lookup("realesrgan_x2plus.pth").name == "RealESRGAN_x2plus"
