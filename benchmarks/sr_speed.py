@@ -217,6 +217,16 @@ def main(argv=None) -> int:
     for name, size, path_name, ms, ref_ms, mem, err in rows:
         peak = f"{mem:.2f}" if mem is not None else "-"
         print(f"| {name} | {size} | {path_name} | {1000 / ms:.1f} | {ms:.2f} | {ref_ms / ms:.1f}x | {peak} | {err} |")
+    # issue 9's goal, at 512² in: RRDB x2plus >= 3x the reference and >= 100 FPS; Compact 2x >= 400 FPS
+    goals = {"rrdb_x2plus": (3.0, 100.0), "compact_x2": (1.0, 400.0)}
+    for name, (min_speedup, min_fps) in goals.items():
+        best = [(ref_ms / ms, 1000 / ms, p) for n, sz, p, ms, ref_ms, _, _ in rows
+                if n == name and sz == "512x512" and p.startswith("ours")]
+        if best:
+            sp, fps, p = max(best, key=lambda r: r[1])
+            ok = sp >= min_speedup and fps >= min_fps
+            print(f"goal {name} 512²: {fps:.0f} FPS, {sp:.1f}x (want >= {min_fps:.0f} FPS, >= {min_speedup:g}x): "
+                  f"{'met' if ok else 'NOT met'} by {p.split(' (warm-up')[0]}")
     print("\nRESULTS.md rows:")
     today = datetime.date.today().isoformat()
     for name, size, path_name, ms, ref_ms, mem, err in rows:
