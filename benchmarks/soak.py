@@ -31,9 +31,11 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from live_upscale import UpscaleNode  # noqa: E402
 from live_upscale.backends import registry  # noqa: E402
+from sr_speed import compact_state_dict  # noqa: E402
 
 SIZES = [(48, 64), (36, 52), (64, 48), (33, 47)]
 
@@ -131,17 +133,7 @@ def soak(backend: str, frames: int = 10_000, every: int = 250, model: str | None
 
 def tiny_compact(path: Path) -> Path:
     """A random-weight SRVGGNetCompact (4x) in Real-ESRGAN's key layout, for machines without weights."""
-    g = torch.Generator().manual_seed(0)
-    sd, nf = {}, 16
-    shapes = [(nf, 3)] + [(nf, nf)] * 4 + [(48, nf)]
-    idx = 0
-    for k, (co, ci) in enumerate(shapes):
-        sd[f"body.{idx}.weight"] = torch.randn(co, ci, 3, 3, generator=g) * (0.5 / (ci * 9) ** 0.5)
-        sd[f"body.{idx}.bias"] = torch.zeros(co)
-        if k < len(shapes) - 1:
-            sd[f"body.{idx + 1}.weight"] = torch.full((co,), 0.25)
-        idx += 2
-    torch.save({"params": sd}, path)
+    torch.save(compact_state_dict(scale=4, nf=16, nconv=4), path)
     return path
 
 

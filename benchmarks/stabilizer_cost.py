@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from live_upscale import UpscaleNode  # noqa: E402
-from sr_speed import compact_x4_state_dict  # noqa: E402
+from sr_speed import compact_state_dict  # noqa: E402
 
 
 def frames(n: int, h: int, w: int, device) -> list[torch.Tensor]:
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     model = shared
     if not shared.is_file():
         model = Path(tempfile.mkdtemp()) / "compact.pth"
-        torch.save(compact_x4_state_dict(), model)
+        torch.save(compact_state_dict(scale=4), model)  # realesr-animevideov3's architecture
     configs = [("classic", {"backend": "classic"}),
                ("realesrgan in/2", {"backend": "realesrgan", "model": str(model), "prescale": "input"})]
     rows = []

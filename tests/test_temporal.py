@@ -147,3 +147,16 @@ def test_scene_cut_resets_temporal_backends(chunk_backend):  # noqa: F811
     assert outs[4].shape[0] == 1 and float(outs[4].min()) > 0.8  # scene A's last frame, flushed at the cut
     after = torch.cat([o for o in outs[5:] if o.shape[0]])
     assert after.shape[0] == 3 and float(after.max()) < 0.2  # no output after the cut mixes in scene A
+
+
+def test_stabilizer_cost_benchmark_runs_on_cpu(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "stabilizer_cost.py"
+    spec = importlib.util.spec_from_file_location("stabilizer_cost", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--size", "32x24", "--frames", "5", "--device", "cpu"]) == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(("| classic", "| realesrgan"))]
+    assert len(rows) == 2 and all(float(ln.split("|")[2]) > 0 and ln.rstrip().endswith("% |") for ln in rows)
