@@ -24,6 +24,8 @@ import contextlib
 import logging
 import math
 import platform
+import re
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -78,12 +80,10 @@ def _limit_name() -> str:
     return "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
 
 
-def tensorrt_cache_dir(device: torch.device, dtype: torch.dtype) -> "weights.Path":
+def tensorrt_cache_dir(device: torch.device, dtype: torch.dtype) -> Path:
     """Where built TensorRT engines are kept. torch-tensorrt keys each engine by graph, input shapes and
     settings, not by GPU or TensorRT version, so the directory does: an engine is only valid on the GPU
     model and TensorRT build that made it."""
-    import re
-
     try:
         import tensorrt
 
@@ -159,31 +159,30 @@ class CompiledModel:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         key = tuple(x.shape)
-        if key not in self.shapes:
-            if len(self.shapes) >= self.max_shapes:
-                if not self._warned:
-                    log.warning("live-upscale: %d input shapes compiled already; new shapes run uncompiled",
-                                self.max_shapes)
-                    self._warned = True
-                return self.model(x)
+        if key in self.shapes:  # the hot path: dynamo's guards pick the graph, nothing compiles
+            return self._run(x)
+        if len(self.shapes) >= self.max_shapes:
+            if not self._warned:
+                log.warning("live-upscale: %d input shapes compiled already; new shapes run uncompiled", self.max_shapes)
+                self._warned = True
+            return self.model(x)
+        # dynamo counts recompiles per code object (shared by every instance of this architecture):
+        # allow our own bounded shape cache plus other engines of the same architecture
+        with torch._dynamo.config.patch(**{_limit_name(): self.max_shapes * 4 + 8}):
             try:
-                y = self._compile_call(x)
-            except Exception as e:  # noqa: BLE001 - a compiler failure must not take the stream down
+                y = self._run(x)
+            except Exception as e:  # noqa: BLE001 - a TensorRT build failure must not take the stream down
                 if self.mode != "tensorrt":
                     raise
                 self.fn = self._fallback(f"TensorRT build failed ({one_line(e)})")
-                y = self._compile_call(x)
-            self.shapes.add(key)
-            return y
-        return self._compile_call(x)
+                y = self._run(x)
+        self.shapes.add(key)
+        return y
 
-    def _compile_call(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
         if self.cuda_graphs and x.is_cuda:
             torch.compiler.cudagraph_mark_step_begin()
-        # dynamo counts recompiles per code object (shared by every instance of this architecture);
-        # allow our own bounded shape cache plus other engines of the same architecture
-        with torch._dynamo.config.patch(**{_limit_name(): self.max_shapes * 4 + 8}):
-            return self.fn(x)
+        return self.fn(x)
 
 
 def load_descriptor(path, device: torch.device | str = "cpu"):

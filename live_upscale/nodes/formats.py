@@ -170,7 +170,7 @@ class PinnedUpload:
 
     def __init__(self) -> None:
         self._key: tuple | None = None
-        self._ring: list[list] = []
+        self._ring: list[tuple[torch.Tensor, torch.cuda.Event]] = []
         self._i = 0
         self.disabled = False  # pinning failed once (no driver, memory locked out): plain copies from then on
 
@@ -181,20 +181,18 @@ class PinnedUpload:
         key = (tuple(t.shape), t.dtype)
         try:
             if key != self._key:  # a new frame shape: new buffers (the old ones go with their last copies)
-                self._ring = [[torch.empty(t.shape, dtype=t.dtype, pin_memory=True), None] for _ in range(self.SLOTS)]
+                self._ring = [(torch.empty(t.shape, dtype=t.dtype, pin_memory=True), torch.cuda.Event())
+                              for _ in range(self.SLOTS)]
                 self._key, self._i = key, 0
         except RuntimeError:
             self.disabled = True
             return t.to(device, non_blocking=True)
-        slot = self._ring[self._i % self.SLOTS]
+        buf, done = self._ring[self._i % self.SLOTS]
         self._i += 1
-        if slot[1] is not None:
-            slot[1].synchronize()
-        slot[0].copy_(t)
-        out = slot[0].to(device, non_blocking=True)
-        ev = torch.cuda.Event()
-        ev.record(torch.cuda.current_stream(device))
-        slot[1] = ev
+        done.synchronize()  # the copy that last read this buffer (returns at once if never recorded)
+        buf.copy_(t)
+        out = buf.to(device, non_blocking=True)
+        done.record(torch.cuda.current_stream(device))
         return out
 
 
