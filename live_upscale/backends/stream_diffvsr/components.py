@@ -68,12 +68,9 @@ SCHEDULER_CONFIG: dict[str, Any] = {
     "set_alpha_to_one": False,
 }
 
-TINY_UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 16,
+# what the tiny ControlNet must share with the tiny UNet (its residuals are added to the UNet's blocks)
+_TINY_SHARED: dict[str, Any] = {
     "in_channels": 7,
-    "out_channels": 4,
-    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
     "block_out_channels": [16, 32],
     "layers_per_block": 1,
     "attention_head_dim": 4,
@@ -82,16 +79,18 @@ TINY_UNET_CONFIG: dict[str, Any] = {
     "use_linear_projection": True,
 }
 
+TINY_UNET_CONFIG: dict[str, Any] = {
+    **_TINY_SHARED,
+    "sample_size": 16,
+    "out_channels": 4,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+}
+
 TINY_CONTROLNET_CONFIG: dict[str, Any] = {
-    "in_channels": 7,
+    **_TINY_SHARED,
     "conditioning_channels": 3,
     "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-    "block_out_channels": [16, 32],
-    "layers_per_block": 1,
-    "attention_head_dim": 4,
-    "cross_attention_dim": 16,
-    "norm_num_groups": 8,
-    "use_linear_projection": True,
     "conditioning_embedding_out_channels": [8, 8, 16],
 }
 
