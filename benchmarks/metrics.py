@@ -126,6 +126,24 @@ def ssim(a: np.ndarray, b: np.ndarray, border: int = 8, win: int = 11, sigma: fl
     return float(s.mean())
 
 
+# --- detail -----------------------------------------------------------------------------------------
+
+
+def laplacian_energy(frames: Frames, border: int = 8) -> float:
+    """Mean |Laplacian| (3x3, 4-neighbour) of the luma (BT.601, [0,1]) over a sequence, border cropped.
+
+    A no-reference measure of fine detail: blur lowers it, sharpening and noise raise it. Compare it
+    between outputs of one sequence (``detail(out) / detail(reference)``), never across sequences.
+    """
+    vals = []
+    for f in frames:
+        x = np.asarray(f, dtype=np.float32)
+        y = x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114 if x.ndim == 3 else x
+        lap = cv2.Laplacian(y, cv2.CV_32F, ksize=1, borderType=cv2.BORDER_REPLICATE)
+        vals.append(float(np.abs(_crop(lap, border)).mean()))
+    return float(np.mean(vals))
+
+
 # --- optical flow helpers ---------------------------------------------------------------------------
 
 

@@ -199,6 +199,7 @@ class Row:
     ssim: float | None = None
     warp: float | None = None
     tof: float | None = None
+    detail: float | None = None
     ms: float | None = None
     extra: dict = field(default_factory=dict)
 
@@ -212,13 +213,13 @@ def fmt(v: float | None, digits: int) -> str:
 
 
 def markdown(rows: list[Row]) -> str:
-    head = "| sequence | config | PSNR (dB) | SSIM | warping error | tOF | ms/frame |"
-    sep = "|---|---|---:|---:|---:|---:|---:|"
+    head = "| sequence | config | PSNR (dB) | SSIM | warping error | tOF | detail | ms/frame |"
+    sep = "|---|---|---:|---:|---:|---:|---:|---:|"
     lines = [head, sep]
     for r in rows:
         lines.append(
             f"| {r.sequence} | {r.config} | {fmt(r.psnr, 2)} | {fmt(r.ssim, 4)} | {fmt(r.warp, 2)} "
-            f"| {fmt(r.tof, 3)} | {fmt(r.ms, 1)} |"
+            f"| {fmt(r.tof, 3)} | {fmt(r.detail, 2)} | {fmt(r.ms, 1)} |"
         )
     return "\n".join(lines)
 
@@ -235,9 +236,10 @@ def bench_sequence(name: str, keys: list[str], max_frames: int | None) -> tuple[
     t0 = time.perf_counter()
     ref_flows = metrics.reference_flows(reference)
     ref_seq_flows = metrics.sequence_flows(reference)
+    ref_detail = metrics.laplacian_energy(reference)
     log(f"  reference flows: {time.perf_counter() - t0:.1f}s, valid pixels {100 * ref_flows.valid_fraction:.1f}%")
     if gt is not None:
-        rows.append(Row(name, "ground truth", warp=metrics.warping_error(gt, ref_flows)))
+        rows.append(Row(name, "ground truth", warp=metrics.warping_error(gt, ref_flows), detail=1.0))
     for key in keys:
         label = CONFIGS[key][0]
         t0 = time.perf_counter()
@@ -250,10 +252,12 @@ def bench_sequence(name: str, keys: list[str], max_frames: int | None) -> tuple[
             row.ssim = float(np.mean([metrics.ssim(o, g) for o, g in zip(out, gt)]))
         row.warp = metrics.warping_error(out, ref_flows)
         row.tof = metrics.tof(out, ref_seq_flows)
+        row.detail = metrics.laplacian_energy(out) / ref_detail
         rows.append(row)
         log(
             f"  {label}: run {t_run:.1f}s ({run.ms_per_frame:.0f} ms/frame), metrics "
-            f"{time.perf_counter() - t0 - t_run:.1f}s; PSNR {fmt(row.psnr, 2)} warp {fmt(row.warp, 2)} tOF {fmt(row.tof, 3)}"
+            f"{time.perf_counter() - t0 - t_run:.1f}s; PSNR {fmt(row.psnr, 2)} warp {fmt(row.warp, 2)} tOF {fmt(row.tof, 3)} "
+            f"detail {fmt(row.detail, 2)}"
         )
     return rows, n
 
@@ -314,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{s} {n}" for s, n in counts.items())
         + ".",
         "LR = HR / 2 (PIL bicubic). PSNR/SSIM: RGB, 8 px border cropped. Warping error x1000 (DIS medium, "
-        "fw/bw check, reference self-warp within 0.02); tOF: flow end-point difference to the reference.",
+        "fw/bw check, reference self-warp within 0.02); tOF: flow end-point difference to the reference; "
+        "detail: mean |Laplacian| of the output luma over that of the reference (1.0 = as much fine detail).",
     ]
     ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     notes.append(

@@ -145,7 +145,7 @@ def bench_whole_sequence(args, device, scale: float) -> dict:
     from live_upscale.backends.base import EngineConfig
     from live_upscale.backends.stream_diffvsr import StreamDiffVSRBackend
     from live_upscale.backends.stream_diffvsr.flow import RaftFlow, flow_warp
-    from live_upscale.nodes.resample import out_size, resize
+    from live_upscale.ops.resample import out_size, resize
 
     eng = StreamDiffVSRBackend.load(EngineConfig(device, scale=4.0, model=f"random:{args.weights}",
                                                  precision=args.precision, options={"flow": "none", "allow_cpu": True}))

@@ -12,7 +12,7 @@ from live_upscale import BackendUnavailable, UpscaleNode, WeightsError
 from live_upscale.backends import EngineConfig, choose, table
 from live_upscale.backends.classic import ClassicBackend
 from live_upscale.backends.realesrgan import RealESRGANBackend, load_descriptor
-from live_upscale.nodes.resample import _lanczos_matrix_cpu, resize
+from live_upscale.ops.resample import _lanczos_matrix_cpu, resize
 
 CPU = torch.device("cpu")
 

@@ -108,7 +108,7 @@ VID4 = SHARED / "data" / "vid4" / "calendar"
 def test_real_weights_on_vid4_match_plain_pytorch(tmp_path, shared_weight):
     """The issue's acceptance check on 3 Vid4 frames: CLI output == a plain PyTorch run of the model."""
     from live_upscale.backends.realesrgan import load_descriptor
-    from live_upscale.nodes.resample import resize
+    from live_upscale.ops.resample import resize
 
     src = tmp_path / "calendar"
     src.mkdir()

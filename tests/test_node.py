@@ -7,7 +7,7 @@ import torch
 
 from live_upscale import InputError, UpscaleNode
 from live_upscale.backends.base import Capabilities, Engine, EngineConfig
-from live_upscale.nodes.resample import out_size, resize
+from live_upscale.ops.resample import out_size, resize
 from tests.conftest import registered_engine
 
 

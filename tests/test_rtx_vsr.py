@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from live_upscale import BackendUnavailable, InputError, LiveUpscaleError, UpscaleNode
 from live_upscale.backends import EngineConfig, registry, rtx_vsr
 from live_upscale.backends.rtx_vsr import RTXVSRBackend, parse_spec, plan_sizes
-from live_upscale.nodes.resample import out_size
+from live_upscale.ops.resample import out_size
 
 CPU = torch.device("cpu")
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from live_upscale import UpscaleNode
 from live_upscale.backends import registry
 from live_upscale.backends.base import Backend, Capabilities, Engine, Probe
-from live_upscale.nodes.resample import out_size
+from live_upscale.ops.resample import out_size
 
 REPO = Path(__file__).resolve().parents[1]
 STANDINS = Path(__file__).resolve().parent / "scope_standins"

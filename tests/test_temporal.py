@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from live_upscale import UpscaleNode
 from live_upscale.backends.classic import ClassicEngine
-from live_upscale.nodes.resample import gaussian_blur, resize
-from live_upscale.nodes.temporal import SceneCutDetector, lk_flow, luma, warp
+from live_upscale.ops.resample import gaussian_blur, resize
+from live_upscale.nodes.temporal import SceneCutDetector
+from live_upscale.ops.flow import lk_flow, luma, warp
 from tests.conftest import registered_engine
 from tests.test_node import chunk_backend  # noqa: F401  (fixture)
 

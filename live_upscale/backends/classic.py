@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..nodes.resample import out_size, resize, unsharp
+from ..ops.resample import out_size, resize, unsharp
 from .base import Backend, Capabilities, Engine, EngineConfig, Probe
 from .registry import register
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from .. import weights
 from ..errors import WeightsError, one_line
-from ..nodes.resample import out_size, resize
+from ..ops.resample import out_size, resize
 from .base import Backend, Capabilities, Engine, EngineConfig, Probe, missing_package, resolve_dtype
 from .registry import register
 

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BackendUnavailable, InputError, LiveUpscaleError, one_line
-from ..nodes.resample import out_size, resize, unsharp
+from ..ops.resample import out_size, resize, unsharp
 from .base import Backend, Capabilities, Engine, EngineConfig, Probe, cuda_reason
 from .registry import register
 

@@ -29,7 +29,7 @@ from ..backends.base import Engine, EngineConfig
 from ..errors import InputError, LiveUpscaleError, one_line
 from . import formats
 from .params import UpscaleParams
-from .resample import out_size, resize
+from ..ops.resample import out_size, resize
 from .temporal import SceneCutDetector, Stabilizer
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ...nodes.resample import out_size, resize
+from ...ops.resample import out_size, resize
 from ..base import Capabilities, Engine, EngineConfig, resolve_dtype
 from .components import NATIVE_SCALE, DDIMPlan
 from .flow import FlowEstimator, flow_warp, resize_flow

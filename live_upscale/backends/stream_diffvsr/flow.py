@@ -7,7 +7,7 @@ smooth, and RAFT's cost grows with the pixel count.
 
 Estimators (``flow`` option):
 
-- ``lk``: the node's pyramid Lucas-Kanade (``nodes.temporal.lk_flow``), no weights, cheap;
+- ``lk``: the node's pyramid Lucas-Kanade (``ops.flow.lk_flow``), no weights, cheap;
 - ``raft``: torchvision ``raft_large`` with its released weights, read from a file (torch hub's
   cache, or the ``raft_weights`` option) without executing code; never downloaded here
   (``raft_weights='random'`` gives an untrained RAFT, for speed benchmarks);
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import BackendUnavailable, WeightsMissing
-from ...nodes.temporal import lk_flow, luma
+from ...ops.flow import lk_flow, luma
 
 RAFT_FILE = "raft_large_C_T_SKHT_V2-ff5fadd5.pth"  # torchvision's Raft_Large_Weights.C_T_SKHT_V2 (DEFAULT)
 RAFT_MIN = 128  # RAFT's correlation pyramid wants a few 1/8-scale cells per level

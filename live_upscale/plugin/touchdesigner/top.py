@@ -31,7 +31,7 @@ import torch
 
 from ...errors import BackendUnavailable, LiveUpscaleError, one_line
 from ...nodes import UpscaleNode, formats, resolve_device
-from ...nodes.resample import out_size, resize
+from ...ops.resample import out_size, resize
 from . import interop, parameters
 
 log = logging.getLogger(__name__)
