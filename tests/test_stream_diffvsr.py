@@ -538,3 +538,19 @@ def test_benchmark_smoke_on_cpu_with_tiny_weights(capsys):
     assert "ms/frame" in out and out.strip().splitlines()[-1].startswith("|")
     if importlib.util.find_spec("torchvision") is not None:
         assert "upstream whole-seq" in out
+
+
+@needs_diffusers
+def test_history_is_the_raw_decoder_output_in_fp32():
+    """Regression: the output used to be made by in-place ops on a view of the stored history, so
+    in fp32 the next frame warped the clamped [0, 1] frame instead of the raw decoder output."""
+    eng = tiny_engine()  # CPU: fp32
+    raw = []
+    decode = eng.vae.decode
+    eng.vae.decode = lambda z, feats=None: raw.append(decode(z, feats)) or raw[-1].clone()
+    x = smooth(16, 16, n=2, seed=3)
+    for i in range(2):
+        y = eng.process(x[i : i + 1])
+        assert torch.equal(eng.prev_hr, raw[-1])  # history untouched by the output conversion
+        assert torch.equal(y, (raw[-1] * 0.5 + 0.5).clamp(0, 1))
+    assert float(raw[-1].abs().max()) > 0  # a real decoder output was recorded

@@ -164,7 +164,9 @@ class StreamDiffVSREngine(Engine):
         self.prev_hr, self.prev_lr = hr, x
         self.frames += 1
         s = NATIVE_SCALE
-        return hr[..., : h * s, : w * s].float().mul_(0.5).add_(0.5).clamp_(0.0, 1.0)
+        # out of place: in fp32 ``.float()`` is the history tensor itself, which must stay the raw
+        # decoder output (the next frame warps it unclamped, as upstream does)
+        return (hr[..., : h * s, : w * s].float() * 0.5 + 0.5).clamp_(0.0, 1.0)
 
     def guidance(self, x: torch.Tensor) -> tuple[torch.Tensor | None, list[torch.Tensor] | None]:
         """The warped previous output and its TPM features (None, None on a stream's first frame)."""
