@@ -160,7 +160,7 @@ def bench_whole_sequence(args, device, scale: float) -> dict:
     try:
         with torch.inference_mode():
             s = clock.mark()
-            up = [F.interpolate(x[i : i + 1], scale_factor=4, mode="bicubic") for i in range(n)]
+            up = [F.interpolate(x[i : i + 1] * 2 - 1, scale_factor=4, mode="bicubic") for i in range(n)]
             flows = [raft.estimate(up[i], up[i - 1]) for i in range(1, n)]  # RAFT at HR, every pair first
             f_end = clock.mark()
             lat = [torch.randn(1, 4, *x.shape[-2:], device=device, dtype=eng.dtype) for _ in range(n)]

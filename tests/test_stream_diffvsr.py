@@ -224,7 +224,9 @@ def test_prescale_output_route():
     eng = tiny_engine(2.0, prescale="output")
     assert "output resized" in eng.caps.notes
     assert eng.process(smooth(8, 12)).shape == (1, 3, 16, 24)
-    assert eng.prev_hr.shape[-2:] == (32, 64)  # the model ran at full input size (4x; width padded to 16)
+    assert eng.prev_hr.shape[-2:] == (32, 48)  # the model ran at full input size (4x), native: no padding
+    padded = tiny_engine(2.0, prescale="output", pad_to=8)  # the former default: width 12 -> 16
+    assert padded.process(smooth(8, 12)).shape == (1, 3, 16, 24) and padded.prev_hr.shape[-2:] == (32, 64)
 
 
 @needs_diffusers
@@ -289,7 +291,7 @@ def test_batch_equals_frame_by_frame_and_memory_is_constant():
     held = eng.state_bytes()
     for i in range(4):
         eng.process(x[i : i + 1])
-    assert eng.state_bytes() == held == (3 * 64 * 64 + 3 * 16 * 16) * 4  # prev HR + prev LR (padded to 16)
+    assert eng.state_bytes() == held == (3 * 48 * 48 + 3 * 12 * 12) * 4  # prev HR + prev LR (native size)
 
 
 @needs_diffusers
@@ -391,11 +393,15 @@ def test_flow_warp_and_rescale():
 def test_lk_flow_at_low_resolution_and_estimator_choice():
     prev = smooth(32, 32, seed=3)
     cur = torch.roll(prev, shifts=(1, 2), dims=(-2, -1))  # content moved +2 x, +1 y
-    f = LKFlow(1.0)(cur, prev)
+    f = LKFlow(1.0)(cur, prev, (32, 32))
     inner = f[..., 8:-8, 8:-8].mean(dim=(-1, -2))[0]
     assert abs(float(inner[0]) + 2) < 0.6 and abs(float(inner[1]) + 1) < 0.6
-    assert LKFlow(0.5)(cur, prev).shape == (1, 2, 32, 32)  # computed at half LR, returned on the LR grid
-    assert make_flow("auto", CPU).name == "lk"
+    assert LKFlow(0.5)(cur, prev, (32, 32)).shape == (1, 2, 32, 32)  # computed at half LR, returned on the grid asked
+    hr = LKFlow(1.0)(cur, prev, (128, 128))  # on the HR grid, in HR pixels
+    assert hr.shape == (1, 2, 128, 128) and abs(float(hr[0, 0, 32:-32, 32:-32].mean()) + 8) < 2.4
+    auto = make_flow("auto", CPU)
+    assert auto.name == "lk" and auto.at == "lr"  # LK: on the LR grid by default
+    assert make_flow("lk", CPU, at="hr").describe() == "lk at HR"
     with pytest.raises(WeightsMissing, match="RAFT-large weights not found"):
         make_flow("raft", CPU, raft_weights="/nonexistent/raft.pth")
     with pytest.raises(ValueError):
