@@ -247,7 +247,7 @@ def test_state_is_bounded_over_many_chunks(tiny_model):
         sizes.append(s.cache_bytes())
         t_next.append(s.cache.t_next)
         assert len(s._frames) <= 12
-        assert all(k.shape[2] == TINY.kv_slices * TINY.window[0] * (64 // 16) * (96 // 16) for k in s.cache.k)
+        assert all(k.shape[2] == TINY.kv_slices * TINY.window[0] * (128 // 16) * (128 // 16) for k in s.cache.k)  # one 128 px block
     assert len(set(sizes[1:])) == 1  # steady state: constant memory
     assert max(t_next) <= 8 + TINY.kv_slices * TINY.window[0] + TINY.step_latents
 
@@ -398,7 +398,9 @@ def test_loader_reads_the_official_layout(tmp_path, tiny_model):
         a, b = getattr(tiny_model, part).state_dict(), getattr(loaded, part).state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
     x = clip(25)
-    assert torch.allclose(run(tiny_model, x, [25]), run(loaded, x, [25]), atol=1e-6)
+    # no colour fix: AdaIN divides by the random decoder's small spread and would magnify 1-ulp
+    # differences in the folded modulations (the parity fixtures check the colour fix itself)
+    assert torch.allclose(run(tiny_model, x, [25], color_fix="none"), run(loaded, x, [25], color_fix="none"), atol=1e-6)
 
 
 def test_loader_errors_are_one_clear_line(tmp_path, tiny_model):
@@ -411,13 +413,36 @@ def test_loader_errors_are_one_clear_line(tmp_path, tiny_model):
     with pytest.raises(WeightsError) as e:
         loader.load_official(loader.resolve_parts(folder), TINY)
     msg = str(e.value)
-    assert "TC decoder" in msg and "decoder.26.bias" in msg and "decoder.99.weight" in msg and "\n" not in msg
+    assert "TC decoder" in msg and "decoder.26.bias" in msg and "\n" not in msg
     with pytest.raises(WeightsError, match="other shape|not a FlashVSR"):  # the full-size config on tiny files
         _write_official(folder, tiny_model)
         loader.load_official(loader.resolve_parts(folder), WAN_1_3B)
     (folder / "LQ_proj_in.ckpt").unlink()
     with pytest.raises(WeightsError, match="LQ_proj_in.ckpt"):
         loader.resolve_parts(folder)
+
+
+def test_tcdecoder_loads_as_tolerantly_as_the_official_loader(tmp_path, tiny_model, caplog):
+    """Official: ``load_state_dict(strict=False)``. Extra keys: one log line; a missing identity
+    'deepening' conv keeps its identity initialisation; other missing tensors stay an error."""
+    from live_upscale.backends.flashvsr.tcdecoder import IdentityConv2d
+
+    folder = tmp_path / "w"
+    _write_official(folder, tiny_model)
+    ident = next(f"decoder.{n}.weight" for n, m in tiny_model.decoder.decoder.named_children() if isinstance(m, IdentityConv2d))
+    sd = torch.load(folder / "TCDecoder.ckpt", weights_only=True)
+    sd["encoder.0.weight"] = torch.zeros(2)  # TAEHV's encoder half, which the official file would not need
+    sd[ident] = torch.zeros_like(sd[ident])
+    torch.nn.init.dirac_(sd[ident])  # what the official module holds when the key is absent
+    torch.save(sd, folder / "with_identity.ckpt")
+    del sd[ident]
+    torch.save(sd, folder / "TCDecoder.ckpt")
+    with caplog.at_level("INFO", logger="live_upscale.backends.flashvsr.loader"):
+        loaded = loader.load_official(loader.resolve_parts(folder), TINY)
+    lines = [r.getMessage() for r in caplog.records if "extra key" in r.getMessage()]
+    assert len(lines) == 1 and "encoder.0.weight" in lines[0]
+    assert torch.equal(loaded.decoder.state_dict()[ident], sd_ident := torch.load(folder / "with_identity.ckpt", weights_only=True)[ident])
+    assert float(sd_ident.abs().sum()) == sd_ident.shape[0]  # a real identity, not zeros
 
 
 def test_pickled_code_is_refused(tmp_path, tiny_model):
