@@ -18,7 +18,9 @@ the official script, centre-cropped to multiples of 128 (``fit='crop'``: the out
 Given noise and tracing (parity checks, no monkeypatching): ``StreamOptions.noise`` is a tensor
 ``(1, 16, T, h, w)`` for the whole clip, consumed latent frame by latent frame as the official
 pipeline slices its one per-clip tensor (or a callable ``(first_latent, shape) -> noise``);
-``FlashVSRStream.trace`` (a callable ``(name, tensor)``) receives ``lq_tokens_call{c}``,
+given noise that runs out (a flushed tail past the clip it was drawn for) continues from the
+seeded generator. ``FlashVSRStream.trace`` (a callable ``(name, tensor)``) receives
+``lq_frames`` (each preprocessed batch, [-1, 1]), ``lq_tokens_call{c}``,
 ``dit_pred_call{c}``, ``mask_call{c}_layer{l}``, ``decoder_call{c}`` (raw decoder frames) and
 ``colorfix_call{c}`` (frames after the colour fix, [-1, 1]) of every DiT call ``c``.
 """
@@ -177,7 +179,10 @@ class FlashVSRStream:
         Hp, Wp = self.padded
         if (Hp, Wp) != (H, W):
             x = F.pad(x, (0, Wp - W, 0, Hp - H), mode="replicate")
-        return (x * 2.0 - 1.0).to(self.dtype)
+        x = (x * 2.0 - 1.0).to(self.dtype)
+        if self.trace:
+            self.trace("lq_frames", x)
+        return x
 
     def _noise(self, first: int, shape: tuple) -> torch.Tensor:
         given = self.opts.noise
@@ -186,9 +191,12 @@ class FlashVSRStream:
         if callable(given):
             z = given(first, shape)
         else:
+            if first + shape[2] > given.shape[2]:
+                if first < given.shape[2]:
+                    raise ValueError(f"given noise ends at latent {given.shape[2]}, inside the call for latents {first}..")
+                log.info("flashvsr: given noise covers %d latent frames; latents %d.. come from the generator", given.shape[2], first)
+                return torch.randn(shape, generator=self._gen, device=self.device, dtype=torch.float32)
             z = given[:, :, first : first + shape[2]]
-            if z.shape[2] != shape[2]:
-                raise ValueError(f"given noise has {given.shape[2]} latent frames; latent {first + z.shape[2]} has none")
         z = torch.as_tensor(z).to(self.device, torch.float32)
         if tuple(z.shape) != tuple(shape):
             raise ValueError(f"given noise for latents {first}.. is {tuple(z.shape)}, the model needs {tuple(shape)}")

@@ -19,7 +19,9 @@ Nothing grows with the stream: the state is two tensors. No host sync per frame.
 
 Given inputs (parity checks against upstream, no monkeypatching): ``set_noise`` (or the
 ``noise_file`` option) replaces the generator's latents, ``set_flow`` (or ``flow_file``) the flow
-estimator; both are indexed by the frame's number since the last reset.
+estimator; both are indexed by the frame's number since the last reset. ``trace`` (a callable
+``(name, tensor)``, None by default) receives every stage of frame ``i``: ``warped_prev[i-1]``,
+``model_out[i,s]`` and ``latents_steps[i,s]`` per DDIM step ``s``, ``decoded[i]`` (raw, [-1, 1]).
 
 Scales: 4x is native. Any other target runs the 4x model on an input resized by ``scale / 4``
 (``prescale='input'``, default: 2x = 512² -> 256² -> 1024²) or resizes the 4x output
@@ -72,6 +74,7 @@ class StreamDiffVSREngine(Engine):
         self.align = int(opts.get("pad_to", 0) or 0)  # 0: native size, as upstream
         self.gen = torch.Generator(device=dev)
         self.noise: torch.Tensor | NoiseSource | None = None
+        self.trace: Callable[[str, torch.Tensor], None] | None = None
         if opts.get("noise_file"):
             self.set_noise(read_flow_file(opts["noise_file"], "noise"))
         if opts.get("flow_file"):
@@ -212,6 +215,8 @@ class StreamDiffVSREngine(Engine):
         lr = (x * 2 - 1).to(self.dtype)
         z = self.denoise(lr, warped)
         hr = self.vae.decode(z / self.vae.scaling_factor, feats)
+        if self.trace:
+            self.trace(f"decoded[{self.frames}]", hr)
         self.prev_hr, self.prev_lr = hr, x
         self.frames += 1
         s = NATIVE_SCALE
@@ -225,13 +230,15 @@ class StreamDiffVSREngine(Engine):
             return None, None
         flow_hr = self.flow(x, self.prev_lr, tuple(self.prev_hr.shape[-2:]), self.frames)
         warped = flow_warp(self.prev_hr.float(), flow_hr).to(self.dtype)
+        if self.trace:
+            self.trace(f"warped_prev[{self.frames - 1}]", warped)
         return warped, self.vae.temporal_features(warped)
 
     def denoise(self, lr: torch.Tensor, warped: torch.Tensor | None) -> torch.Tensor:
         """4-step DDIM from fresh noise; ControlNet residuals only when there is a warped history."""
         shape = (lr.shape[0], self.vae.latent_channels, *lr.shape[-2:])
         z = (self._latents(shape) * self.plan.init_sigma).to(self.dtype)
-        for s, t in zip(self.plan.steps, self._t):
+        for i, (s, t) in enumerate(zip(self.plan.steps, self._t)):
             if self._graphs:  # CUDA graphs: every model call's outputs are consumed before the next replay
                 torch.compiler.cudagraph_mark_step_begin()
             inp = torch.cat([z, lr], dim=1)
@@ -246,4 +253,7 @@ class StreamDiffVSREngine(Engine):
                 down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=False,
             )[0]
             z = self.plan.step(v, s, z)
+            if self.trace:
+                self.trace(f"model_out[{self.frames},{i}]", v)
+                self.trace(f"latents_steps[{self.frames},{i}]", z)
         return z
