@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from live_upscale import UpscaleNode, WeightsError, WeightsMissing, weights
 from live_upscale.backends import EngineConfig, choose
 from live_upscale.backends.stream_diffvsr import CPU_ENV, StreamDiffVSRBackend
+from live_upscale.backends.stream_diffvsr.engine import StreamDiffVSREngine
 from live_upscale.backends.stream_diffvsr.flow import LKFlow, flow_warp, make_flow, resize_flow
 from live_upscale.backends.stream_diffvsr.tpm_vae import OFFICIAL_VAE_CONFIG, TemporalTinyAutoencoder
 
@@ -560,3 +561,114 @@ def test_history_is_the_raw_decoder_output_in_fp32():
         assert torch.equal(eng.prev_hr, raw[-1])  # history untouched by the output conversion
         assert torch.equal(y, (raw[-1] * 0.5 + 0.5).clamp(0, 1))
     assert float(raw[-1].abs().max()) > 0  # a real decoder output was recorded
+
+
+@needs_diffusers
+def test_fp16_variant_and_sharded_weights_load_as_diffusers_loads_them(tmp_path, monkeypatch):
+    """UNet as diffusers' fp16 variant, ControlNet and VAE sharded with an index: same model."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+    from safetensors.torch import load_file, save_file
+
+    from live_upscale.backends.stream_diffvsr import loader
+
+    root = write_official(tmp_path / "m", text_encoder=False)
+    save_file({"prompt_embeds": torch.randn(1, 77, 16)}, str(root / loader.PROMPT_FILE))
+    plain = loader.load_official(root)
+    unet = UNet2DConditionModel.from_pretrained(str(root / "unet"))
+    for f in (root / "unet").glob("diffusion_pytorch_model*"):
+        f.unlink()
+    unet.half().save_pretrained(root / "unet", variant="fp16")
+    assert (root / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    cn = ControlNetModel.from_pretrained(str(root / "controlnet"))
+    for f in (root / "controlnet").glob("diffusion_pytorch_model*"):
+        f.unlink()
+    cn.save_pretrained(root / "controlnet", max_shard_size="20KB")
+    assert (root / "controlnet" / "diffusion_pytorch_model.safetensors.index.json").is_file()
+    vae_file = root / "vae" / "diffusion_pytorch_model.safetensors"
+    sd = load_file(str(vae_file))
+    vae_file.unlink()
+    keys = sorted(sd)
+    half = len(keys) // 2
+    weight_map = {}
+    for i, part in enumerate((keys[:half], keys[half:])):
+        name = f"diffusion_pytorch_model-0000{i + 1}-of-00002.safetensors"
+        save_file({k: sd[k] for k in part}, str(root / "vae" / name))
+        weight_map.update({k: name for k in part})
+    (root / "vae" / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    assert loader.layout_problem(root) is None
+    got = loader.load_official(root)
+    for part in ("controlnet", "vae"):
+        a, b = getattr(plain, part).state_dict(), getattr(got, part).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    a, b = plain.unet.state_dict(), got.unet.state_dict()
+    assert all(torch.equal(a[k].half().float(), b[k]) and b[k].dtype == torch.float32 for k in a)  # fp16 -> fp32
+    (root / "vae" / "diffusion_pytorch_model-00002-of-00002.safetensors").unlink()
+    assert "missing" in loader.layout_problem(root)
+
+
+@needs_diffusers
+def test_scheduler_is_loaded_exactly_as_diffusers_from_pretrained(tmp_path, caplog):
+    """A scheduler file without ``timestep_spacing`` gets diffusers' default ('leading'), not ours."""
+    from diffusers import DDIMScheduler
+
+    from live_upscale.backends.stream_diffvsr import components as C
+    from live_upscale.backends.stream_diffvsr import loader
+
+    cfg = {k: v for k, v in C.SCHEDULER_CONFIG.items() if k != "timestep_spacing"}
+    (tmp_path / "scheduler").mkdir()
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps({"_class_name": "DDIMScheduler", **cfg}))
+    ours = loader.load_scheduler(tmp_path)
+    ref = DDIMScheduler.from_pretrained(str(tmp_path), subfolder="scheduler")
+    assert dict(ours.config) == dict(ref.config) and ours.config.timestep_spacing == "leading"
+    ref.set_timesteps(4)
+    comps = loader.random_components("tiny")
+    comps.scheduler = ours
+    with caplog.at_level("INFO", logger="live_upscale.backends.stream_diffvsr.engine"):
+        eng = StreamDiffVSREngine(EngineConfig(CPU, scale=4.0, options={}), comps, make_flow("none", CPU))
+    assert eng.plan.timesteps == ref.timesteps.tolist() == [751, 501, 251, 1]
+    assert any("[751, 501, 251, 1]" in r.getMessage() and "leading" in r.getMessage() for r in caplog.records)
+
+
+@needs_diffusers
+def test_given_noise_and_flow_replace_the_generator_and_the_estimator():
+    x = smooth(8, 12, n=3, seed=2)
+    seeded = tiny_engine(seed=7)
+    y_seeded = seeded.process(x)
+    g = torch.Generator().manual_seed(7)
+    noise = torch.cat([torch.randn(1, 4, 8, 12, generator=g) for _ in range(3)])  # upstream's draws, frame order
+    flow = torch.randn(2, 2, 32, 48, generator=g)
+    eng = tiny_engine(seed=123)
+    eng.set_noise(noise)
+    seen = []
+    eng.trace = lambda name, t: seen.append((name, t.clone()))
+    assert torch.equal(eng.process(x[:1]), y_seeded[:1])  # CPU: seed S draws what upstream's generator S draws
+    eng.set_flow(flow)
+    eng.process(x[1:3])
+    names, got = [n for n, _ in seen], dict(seen)
+    assert names[:2] == ["model_out[0,0]", "latents_steps[0,0]"] and "decoded[2]" in names and "latents_steps[2,3]" in names
+    assert torch.equal(got["warped_prev[0]"], flow_warp(got["decoded[0]"], flow[:1]))  # the given HR flow, as is
+    assert torch.equal(got["warped_prev[1]"], flow_warp(got["decoded[1]"], flow[1:2]))
+    assert eng.flow.describe() == "given" and "flow given" in eng.describe()
+    with pytest.raises(ValueError, match="given flow covers frames 1..2, not frame 3"):
+        eng.process(x[:1])  # a 4th frame: the given flow (and noise) have none
+    eng.set_flow(torch.zeros(3, 2, 32, 48))
+    with pytest.raises(ValueError, match="given noise covers 3 frames"):
+        eng.process(x[:1])
+    eng.reset()
+    eng.set_noise(None)
+    eng.set_options(seed=7)
+    eng.set_flow(lambda i, cur, prev: torch.zeros(1, 2, 32, 48))
+    assert eng.process(x[:1]).shape == (1, 3, 32, 48)
+
+
+def test_raft_runs_at_hr_as_upstream_and_lk_at_lr():
+    pytest.importorskip("torchvision")
+    raft = make_flow("raft", CPU, raft_weights="random", raft_iters=1)
+    assert raft.at == "hr" and raft.describe() == "raft at HR"
+    seen = []
+    raft.estimate = lambda c, p: seen.append(c) or torch.zeros(1, 2, *c.shape[-2:])
+    cur = smooth(16, 24, seed=1)
+    f = raft(cur, smooth(16, 24, seed=2), (64, 96))
+    assert f.shape == (1, 2, 64, 96) and seen[0].shape[-2:] == (64, 96)
+    assert torch.allclose(seen[0], F.interpolate(cur * 2 - 1, scale_factor=4, mode="bicubic"))  # upstream's input
+    assert make_flow("raft", CPU, raft_weights="random", at="lr").at == "lr"
