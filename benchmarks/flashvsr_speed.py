@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=DEFAULT_VARIANTS)
     p.add_argument("--sparse-ratio", type=float, default=2.0)
     p.add_argument("--local-range", type=int, default=11)
-    p.add_argument("--color-fix", default="wavelet", choices=["wavelet", "adain", "none"])
+    p.add_argument("--color-fix", default="adain", choices=["wavelet", "adain", "none"])
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true", help="the tiny config (smoke runs of this script)")
