@@ -145,7 +145,8 @@ def check_flashvsr(folder: Path, batch: int = 8, tol: float = DEFAULT_TOL) -> Re
     rep.info.append(f"engine: {engine.describe()}")
     if "colorfix_call0" in got and tuple(out.shape[-2:]) != tuple(got["colorfix_call0"][0].shape[-2:]):
         # fit=crop on a size that is not a multiple of 128: the node resized the crop; compare the crop
-        out = torch.cat(got["colorfix_call0"] + [t for k in sorted(got) if k.startswith("colorfix_call") and k != "colorfix_call0" for t in got[k]]).clamp(-1, 1)
+        keys = sorted((k for k in got if k.startswith("colorfix_call")), key=lambda k: int(k.removeprefix("colorfix_call")))
+        out = torch.cat([t for k in keys for t in got[k]]).clamp(-1, 1)
         rep.info.append("compared the engine's centre-cropped frames (the node resizes them to the output size)")
     if "lq_u8" in inputs:
         ours = torch.cat(got.get("lq_frames", []))[: inputs["lq_u8"].shape[0]]

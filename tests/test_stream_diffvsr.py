@@ -209,12 +209,14 @@ def test_registered_and_auto_only_when_its_model_is_named(monkeypatch):
 
 
 @needs_diffusers
-@pytest.mark.parametrize("scale,h,w", [(4.0, 12, 20), (2.0, 16, 24), (3.0, 13, 9)])
+@pytest.mark.parametrize("scale,h,w", [(4.0, 12, 20), (4.0, 13, 21), (2.0, 16, 24), (3.0, 13, 9)])
 def test_shapes_and_range(scale, h, w):
     eng = tiny_engine(scale)
     assert eng.caps.temporal and eng.caps.native_scale == 4.0
     y = eng.process(smooth(h, w, n=2))
     assert y.shape == (2, 3, round(h * scale), round(w * scale)) and y.dtype == torch.float32
+    if scale == 4.0:  # native size, as upstream: the model saw exactly the input (no padding)
+        assert eng.prev_hr.shape[-2:] == (4 * h, 4 * w)
     assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0 and torch.isfinite(y).all()
     if scale == 2.0:
         assert "input resized by 0.5 first" in eng.caps.notes and "0.5" in eng.describe()
