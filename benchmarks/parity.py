@@ -143,6 +143,7 @@ def check_flashvsr(folder: Path, batch: int = 8, tol: float = DEFAULT_TOL) -> Re
     out = _stream(node, lr, batch, n) * 2 - 1  # the node's frames, [0, 1] -> [-1, 1] as the fixture's
     rep.seconds = time.perf_counter() - t0
     rep.info.append(f"engine: {engine.describe()}")
+    rep.info.append("official-mode options: resize=pil (Pillow bicubic on uint8), fit=crop (centre crop to 128 multiples)")
     if "colorfix_call0" in got and tuple(out.shape[-2:]) != tuple(got["colorfix_call0"][0].shape[-2:]):
         # fit=crop on a size that is not a multiple of 128: the node resized the crop; compare the crop
         keys = sorted((k for k in got if k.startswith("colorfix_call")), key=lambda k: int(k.removeprefix("colorfix_call")))
