@@ -19,6 +19,8 @@ documented official-mode option is used:
   is the fixture's (``config.json`` ``color_fix``, adain by default = ours by default);
 - Stream-DiffVSR: none (native size, the scheduler as diffusers loads it, HR flow: all default).
 
+``--our-defaults`` runs FlashVSR without those two options, to show what our choices change.
+
 Printed per stage and per frame: max abs error and PSNR (peak: 1 for [0, 1] frames, 2 for
 [-1, 1] frames, else the expected tensor's max abs). Exit status 0 when every final frame is
 within ``--tol`` max abs (FlashVSR: ``final_frames`` and ``final_pool8`` over all output frames;
@@ -125,13 +127,15 @@ def _stream(node: UpscaleNode, x: torch.Tensor, batch: int, need: int) -> torch.
 # --- FlashVSR -------------------------------------------------------------------------------------------
 
 
-def check_flashvsr(folder: Path, batch: int = 8, tol: float = DEFAULT_TOL) -> Report:
+def check_flashvsr(folder: Path, batch: int = 8, tol: float = DEFAULT_TOL, official: bool = True) -> Report:
     cfg = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
     inputs, exp = _load(folder / "inputs.safetensors"), _load(folder / "expected.safetensors")
     lr = _frames(inputs["lr_u8"])
     scale = float(cfg.get("stream", {}).get("scale", 4))
-    settings = ["resize=pil", "fit=crop", "allow_cpu=1", f"color_fix={cfg.get('color_fix', 'adain')}",
+    settings = ["allow_cpu=1", f"color_fix={cfg.get('color_fix', 'adain')}",
                 f"noise_file={folder / 'noise.safetensors'}", "attention=sdpa"]
+    if official:
+        settings += ["resize=pil", "fit=crop"]
     node = UpscaleNode(backend="flashvsr", model=",".join([str(folder), *settings]), scale=scale, device="cpu",
                        precision="fp32", scene_cut=0.0, download=False)
     rep = Report("flashvsr", str(folder), tol)
@@ -143,7 +147,8 @@ def check_flashvsr(folder: Path, batch: int = 8, tol: float = DEFAULT_TOL) -> Re
     out = _stream(node, lr, batch, n) * 2 - 1  # the node's frames, [0, 1] -> [-1, 1] as the fixture's
     rep.seconds = time.perf_counter() - t0
     rep.info.append(f"engine: {engine.describe()}")
-    rep.info.append("official-mode options: resize=pil (Pillow bicubic on uint8), fit=crop (centre crop to 128 multiples)")
+    rep.info.append("official-mode options: resize=pil (Pillow bicubic on uint8), fit=crop (centre crop to 128 multiples)"
+                    if official else "our defaults: resize=bicubic (torch, float), fit=pad")
     if "colorfix_call0" in got and tuple(out.shape[-2:]) != tuple(got["colorfix_call0"][0].shape[-2:]):
         # fit=crop on a size that is not a multiple of 128: the node resized the crop; compare the crop
         keys = sorted((k for k in got if k.startswith("colorfix_call")), key=lambda k: int(k.removeprefix("colorfix_call")))
@@ -254,13 +259,14 @@ def check_stream_diffvsr(folder: Path, batch: int = 1, tol: float = DEFAULT_TOL)
 # --- entry ----------------------------------------------------------------------------------------------
 
 
-def check(folder: str | Path, batch: int | None = None, tol: float = DEFAULT_TOL) -> Report:
+def check(folder: str | Path, batch: int | None = None, tol: float = DEFAULT_TOL, official: bool = True) -> Report:
+    """``official=False``: FlashVSR at our defaults (float resize, padding), to see what they change."""
     folder = Path(folder).expanduser()
     kind = detect(folder)
     if kind is None:
         raise LiveUpscaleError(f"{folder}: not a parity fixture (no FlashVSR DiT file, no checkpoint/unet/)")
     if kind == "flashvsr":
-        return check_flashvsr(folder, batch or 8, tol)
+        return check_flashvsr(folder, batch or 8, tol, official)
     return check_stream_diffvsr(folder, batch or 1, tol)
 
 
@@ -303,9 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("fixture", help="a parity fixture folder (e.g. ../shared/parity/flashvsr)")
     ap.add_argument("--tol", type=float, default=DEFAULT_TOL, help="max abs error allowed on final frames")
     ap.add_argument("--batch", type=int, default=None, help="frames per node.process call (FlashVSR 8, else 1)")
+    ap.add_argument("--our-defaults", action="store_true",
+                    help="FlashVSR without the official-mode options (shows what our float resize changes)")
     args = ap.parse_args(argv)
     try:
-        rep = check(args.fixture, args.batch, args.tol)
+        rep = check(args.fixture, args.batch, args.tol, official=not args.our_defaults)
     except (LiveUpscaleError, OSError, KeyError, ValueError) as e:
         print(f"parity: cannot check {args.fixture}: {e}", file=sys.stderr)
         return 2
