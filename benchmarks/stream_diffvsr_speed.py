@@ -4,11 +4,11 @@ Full-size random weights (official geometry: SD x4-upscaler UNet + ControlNet + 
 random values, so the timing is real and the pictures are not), fp16, 512x512 input by default:
 
 - streaming engine (``stream_diffvsr`` backend), per-frame latency (mean / p50 / p90) with a
-  breakdown: flow (at LR), UNet + ControlNet x 4 steps, decoder (with the TPM feature encoder),
+  breakdown: flow, UNet + ControlNet x 4 steps, decoder (with the TPM feature encoder),
   the flow's share of the frame, peak GPU memory;
 - scales: 2x (512² -> 256² -> 4x -> 1024², the 2x route) and 4x native (512² -> 2048²);
 - flow estimators: ``lk`` (ours, no weights) and ``raft`` (torchvision RAFT-large, untrained
-  weights, same cost), both at LR resolution;
+  weights, same cost); RAFT at HR (bicubic x4 frames, as upstream: the default `flow_at=auto`), LK at LR;
 - optional ``--compile`` variants: torch.compile default and ``reduce-overhead`` (CUDA graphs);
 - upstream-style whole sequence (``--sequence N`` frames): RAFT on bicubic x4-upscaled frames for
   all pairs up front, all latents allocated first, then the same per-frame denoise/decode; reports
