@@ -402,18 +402,18 @@ def test_resolution_change_mid_stream(test_backends):
 
 def test_buffering_engine_returns_fewer_frames_then_the_rest(test_backends):
     pipe = load({"upscale_backend": "test_chunk"})
-    assert pipe.prepare(video=True).input_size == 3  # auto: one chunk per call
-    proc = processor(pipe, upscale_batch=2, upscale_scene_cut=0.0)
-    assert pipe.prepare(video=True, upscale_batch=2).input_size == 2
+    assert pipe.prepare(video=True).input_size == 1  # one frame per call for chunked engines too
+    proc = processor(pipe, upscale_scene_cut=0.0)
     stamps = feed(proc, [frame(6, 6, 0.5)] * 2)
     run(proc)
-    assert pipe.upscaler.outs[-1]["video"].shape == (0, 12, 12, 3)  # nothing yet: an empty chunk, not {}
+    assert [tuple(o["video"].shape) for o in pipe.upscaler.outs] == [(0, 12, 12, 3)] * 2  # empty chunks, not {}
     stamps += feed(proc, [frame(6, 6, 0.5)] * 2)
     run(proc)
-    assert [c["init_cache"] for c in pipe.upscaler.calls] == [True, False]  # {} would have re-sent init_cache
+    assert [c["init_cache"] for c in pipe.upscaler.calls] == [True, False, False, False]  # {} would re-send init_cache
     packets = drain(proc)
-    assert len(packets) == 4 and [p.timestamp for p in packets] == stamps  # the held frames keep their timestamps
+    assert len(packets) == 3 and [p.timestamp for p in packets] == stamps[:3]  # the held frames keep their timestamps
     assert all(p.tensor.shape == (1, 12, 12, 3) for p in packets)
+    assert len(pipe.upscaler.inner._timestamps) == 1  # the 4th frame: still in the engine, stamp kept for it
 
 
 def test_mixed_sizes_in_one_batch_and_empty_input():
@@ -453,7 +453,8 @@ def test_out_of_memory_never_reaches_the_processor(test_backends):
     feed(proc, [frame(6, 6, 0.5)] * 8)
     run(proc)
     assert len(drain(proc)) == 8
-    assert pipe.prepare(video=True, upscale_batch=8).input_size == 4  # halved after the OOM
+    assert pipe.prepare(video=True, upscale_batch=8).input_size == 8  # what the user asked Scope for
+    assert pipe.upscaler.info()["engine_batch"] == 4  # the engine gets halves of it from now on
 
 
 def test_unloadable_backend_falls_back_to_classic(test_backends):
