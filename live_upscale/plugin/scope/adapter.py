@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,6 +249,7 @@ class ScopeUpscaler:
         self.errors = 0
         self.last_error = ""
         self.reloads = 0  # load fields that arrived with the runtime parameters (graph mode)
+        self.call_sizes: Counter = Counter()  # frames per call -> calls
         self._warm_up(params.get("height"), params.get("width"))
 
     def _read_load_values(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -383,6 +384,7 @@ class ScopeUpscaler:
             return {}  # nothing to do: Scope treats {} as idle
         self.calls += 1
         self.frames_in += len(frames)
+        self.call_sizes[len(frames)] += 1
         try:
             self._apply_runtime(kwargs)
             if kwargs.get("init_cache"):
@@ -482,6 +484,7 @@ class ScopeUpscaler:
             "scope_drains_single_frame": self.drains_single,
             "engine_batch": self.batch_cap,
             "runtime_reloads": self.reloads,
+            "frames_per_call": dict(self.call_sizes),
             "calls": self.calls,
             "plugin_frames_in": self.frames_in,
             "plugin_frames_out": self.frames_out,
