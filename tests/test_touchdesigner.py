@@ -460,3 +460,28 @@ def test_cuda_memory_without_stream_argument(callbacks):
     assert op.inputs[0].streams == [None] * 3  # asked once with the stream, then remembered without
     st = top.state_for(op)
     assert not st._mem_stream and not st._copy_stream
+
+
+def test_callbacks_append_the_venv_and_keep_tds_numpy(monkeypatch, tmp_path):
+    """The DAT puts the venv last on sys.path, after importing TD's own numpy (the venv's cannot shadow it)."""
+    site = tmp_path / "site-packages"
+    (site / "numpy").mkdir(parents=True)
+    (site / "numpy" / "__init__.py").write_text("raise ImportError('the venv numpy shadowed TD')\\n")
+    monkeypatch.setenv("LIVE_UPSCALE_SITE", str(site))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = importlib.util.spec_from_file_location("cb_append", TEMPLATE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert sys.path[-1] == str(site) and str(site) not in sys.path[:-1]
+    import numpy
+
+    assert not str(numpy.__file__).startswith(str(site))
+    assert mod._lu is not None  # the package imported with the venv appended
+
+
+def test_setup_script_pins_numpy_to_touchdesigners():
+    text = (REPO / "windows" / "setup.ps1").read_text()
+    assert "[string]$Numpy" in text and "[string]$TouchDesigner" in text
+    assert 'import numpy; print(numpy.__version__)' in text and "numpy-*.dist-info" in text
+    assert text.count("-c\", $constraints") >= 2 and "numpy>=1.24,<2" in text  # every later install keeps the pin
+    assert "sys.path.append" in text and "sys.path.insert(0" not in text
