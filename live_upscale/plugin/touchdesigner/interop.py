@@ -189,3 +189,16 @@ class OutputDtype:
     def in_use(self, lay: TexLayout | None) -> str:
         name = str(lay.dtype) if lay is not None else ""
         return f"{name} ({self.notice})" if self.notice and name else name
+
+
+def source_bits(lay: TexLayout) -> int:
+    """Bits per channel of a TD texture: 8 for uint8, 16 for uint16/float16, 32 for float32."""
+    return 8 * lay.dtype.itemsize
+
+
+def tell_source_bits(engine, lay: TexLayout) -> None:
+    """Engines that care about the input precision (RTX VSR's 10-bit path) hear it when it changes."""
+    if engine is not None and hasattr(engine, "source_bits"):
+        bits = source_bits(lay)
+        if engine.source_bits != bits:
+            engine.set_options(source_bits=bits)

@@ -226,6 +226,7 @@ class UpscaleTOP:
                 self._keep[-1] = (mem, None)
                 self.in_size = (lay.height, lay.width)
                 self._load()
+                interop.tell_source_bits(self.node.engine, lay)
                 olay = self.out_dtype.layout(lay, parameters.read_out_dtype(script_op))
                 y = self.node.cook(x, in_format=lay.fmt, out_format=olay.fmt)
                 self._emit(script_op, y, olay)
