@@ -384,3 +384,104 @@ def test_gpu_interop_1024_bgra(monkeypatch, capsys):
               f"stand-in TD input copy {t_td:.3f} ms, adapter overhead {overhead:.3f} ms/frame "
               f"({torch.cuda.get_device_name()})")
     assert overhead < 2.0  # goal 0.3 ms; loose bound so a busy machine does not fail the suite
+
+
+# --- TD builds that differ: refused data types, no stream argument (issue 16) --------------------------------
+
+
+def _cook_with(callbacks, image, op_kw=None, top_kw=None, **pars):
+    op = td.ScriptTOP([td.TOP(image, **(top_kw or {}))], **(op_kw or {}))
+    op.callbacks = callbacks
+    callbacks.onSetupParameters(op)
+    set_pars(op, **{"Backend": "classic", **pars})
+    return op
+
+
+@pytest.mark.parametrize("dtype", [np.float16] + ([np.uint16] if hasattr(torch, "uint16") else []))
+def test_refused_16bit_output_falls_back_to_float32_once(callbacks, dtype, caplog):
+    rgba = rgba_image(16, 20)
+    op = _cook_with(callbacks, td.td_image(rgba, dtype), op_kw={"refuse_dtypes": {np.float16, np.uint16}})
+    op.cook(callbacks)
+    assert not op.errors and not op.warnings  # a fallback, not a failed frame
+    assert op.output.dtype == np.float32 and op.output.shape == (32, 40, 4)
+    assert op.refused == [np.dtype(dtype)]
+    info = op.par.Outputdtype.val
+    assert info.startswith("float32") and "refused" in info and str(np.dtype(dtype)) in info
+    want = UpscaleNode(backend="classic", scale=2.0, device="cpu").cook(
+        td.td_image(rgba, dtype), in_format=f"HWC:RGBA:{np.dtype(dtype).name}:flipped", out_format="HWC:RGBA:float32:flipped"
+    )
+    assert np.abs(op.output - want).max() < 1e-3  # the same picture, as float32
+    for _ in range(3):  # remembered: no further attempt at the refused type, never a failed frame
+        op.cook(callbacks)
+        assert not op.warnings and op.output.dtype == np.float32
+    assert op.refused == [np.dtype(dtype)] and len(op.copies) == 4
+    assert sum("refused" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_output_data_type_is_a_choice(callbacks):
+    rgba = rgba_image(16, 20)
+    op = _cook_with(callbacks, td.td_image(rgba, np.float32), Outdtype="uint8")
+    assert op.par.Outdtype.menuNames == ["input", "uint8", "uint16", "float16", "float32"]
+    op.cook(callbacks)
+    assert not op.warnings and op.output.dtype == np.uint8  # BGRA, as TD lays out 8-bit textures
+    up = td.from_td_image(op.output)
+    assert up[:3, :, 0].mean() > 0.9 and up[-3:, :, 2].mean() > 0.9  # red on top, blue below: channels right
+    assert op.par.Outputdtype.val == "uint8"
+    set_pars(op, Outdtype="float16")
+    op.cook(callbacks)
+    assert op.output.dtype == np.float16 and op.par.Outputdtype.val == "float16"
+    set_pars(op, Outdtype="bogus")
+    op.cook(callbacks)
+    assert op.output.dtype == np.float32  # unknown value: same as the input
+
+
+def test_a_failure_that_is_not_the_data_type_is_not_blamed_on_it(callbacks, monkeypatch):
+    op = _cook_with(callbacks, td.td_image(rgba_image(8, 8), np.float16))
+    calls = []
+
+    def broken(*a, **k):
+        calls.append(a[3].dataType if len(a) > 3 else None)
+        raise td.tdError("device lost")
+
+    monkeypatch.setattr(op, "copyCUDAMemory", broken)
+    op.cook(callbacks)
+    assert op.errors and "device lost" in op.errors[0]  # reported, and pass-through failed too
+    st = top.state_for(op)
+    assert not st.out_dtype.refused and not st.out_dtype.notice
+
+
+def test_cuda_memory_without_stream_argument(callbacks):
+    image = td.td_image(rgba_image(), np.uint8)
+    op = _cook_with(callbacks, image, top_kw={"stream_arg": False}, op_kw={"stream_arg": False})
+    for _ in range(3):
+        op.cook(callbacks)
+        assert not op.errors and not op.warnings
+        assert op.output.shape == (48, 64, 4)
+    assert op.inputs[0].streams == [None] * 3  # asked once with the stream, then remembered without
+    st = top.state_for(op)
+    assert not st._mem_stream and not st._copy_stream
+
+
+def test_callbacks_append_the_venv_and_keep_tds_numpy(monkeypatch, tmp_path):
+    """The DAT puts the venv last on sys.path, after importing TD's own numpy (the venv's cannot shadow it)."""
+    site = tmp_path / "site-packages"
+    (site / "numpy").mkdir(parents=True)
+    (site / "numpy" / "__init__.py").write_text("raise ImportError('the venv numpy shadowed TD')\\n")
+    monkeypatch.setenv("LIVE_UPSCALE_SITE", str(site))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = importlib.util.spec_from_file_location("cb_append", TEMPLATE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert sys.path[-1] == str(site) and str(site) not in sys.path[:-1]
+    import numpy
+
+    assert not str(numpy.__file__).startswith(str(site))
+    assert mod._lu is not None  # the package imported with the venv appended
+
+
+def test_setup_script_pins_numpy_to_touchdesigners():
+    text = (REPO / "windows" / "setup.ps1").read_text()
+    assert "[string]$Numpy" in text and "[string]$TouchDesigner" in text
+    assert 'import numpy; print(numpy.__version__)' in text and "numpy-*.dist-info" in text
+    assert text.count("-c\", $constraints") >= 2 and "numpy>=1.24,<2" in text  # every later install keeps the pin
+    assert "sys.path.append" in text and "sys.path.insert(0" not in text
