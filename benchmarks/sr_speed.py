@@ -169,10 +169,11 @@ def td_interop_overhead(size: int = 1024, frames: int = 50, device: str = "cuda"
 
 def bench(models=tuple(MODELS), sizes=("512x512", "1280x720"), compile_modes=("off", "reduce-overhead"),
           frames: int = 120, batch: int = 4, device: str = "cuda", tiny: bool = False, hosts: bool = True,
-          on_row=None) -> list[dict]:
+          on_row=None, backend_options: dict | None = None) -> list[dict]:
     """Time the reference loop and our paths; one dict per row (model, size, path, ms, ref_ms, peak, err).
 
-    ``on_row(row)`` is called as each row is measured (a caller that is stopped early keeps those)."""
+    ``on_row(row)`` is called as each row is measured (a caller that is stopped early keeps those);
+    ``backend_options`` go to our node (e.g. ``compile_backend="eager"`` for CPU smoke runs of a compile mode)."""
     dev = torch.device(device)
     tmp = Path(tempfile.mkdtemp())
     ref_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
@@ -205,7 +206,8 @@ def bench(models=tuple(MODELS), sizes=("512x512", "1280x720"), compile_modes=("o
             add(name, size, ref_name, ref_ms, ref_ms, ref_mem, error_vs_fp32(reference(), want))
             for mode in compile_modes:
                 node = UpscaleNode(backend="realesrgan", model=str(path), scale=2.0, compile=mode, device=str(dev),
-                                   precision="fp16" if dev.type == "cuda" else "fp32", download=False)
+                                   precision="fp16" if dev.type == "cuda" else "fp32", download=False,
+                                   backend_options=backend_options or {})
                 for b in sorted({1, batch}):
                     t0 = time.perf_counter()
                     node.warmup(h, w, b)
