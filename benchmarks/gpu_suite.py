@@ -71,8 +71,13 @@ class Part:
     est_s: float  # expected seconds on an H100/H200, start-up and compiles included (an estimate: see README)
     cap_s: float  # hard limit for this part
     min_s: float  # not started with less budget left than this
-    fn: Callable[["Ctx"], None] | None = None  # runs in a forked worker
-    cmd: Callable[["Opts"], list[str]] | None = None  # or: an external command (pytest)
+    fn: str = ""  # "function" of this module or "module:function", called as fn(ctx, *args) in a forked worker
+    args: tuple = ()
+    cmd: str = ""  # or: a function of this module giving an external command line (pytest)
+
+    def resolve(self, attr: str) -> Callable:
+        mod, _, name = getattr(self, attr).rpartition(":")
+        return getattr(importlib.import_module(mod) if mod else sys.modules[__name__], name)
 
 
 @dataclass
@@ -445,33 +450,32 @@ def soak_part(ctx: Ctx, backend: str) -> None:
 
 
 def _parts() -> list[Part]:
-    f = lambda fn, *a: (lambda ctx: fn(ctx, *a))  # noqa: E731
     return [
-        Part("pytest-gpu", "pytest -m gpu (the GPU tests)", 45, 150, 30, cmd=pytest_cmd),
-        Part("e2e-classic", "classic end to end, fp16/bf16, stabilizer off/on", 10, 60, 10, f(e2e_backend, "classic")),
+        Part("pytest-gpu", "pytest -m gpu (the GPU tests)", 45, 150, 30, cmd="pytest_cmd"),
+        Part("e2e-classic", "classic end to end, fp16/bf16, stabilizer off/on", 10, 60, 10, "e2e_backend", ("classic",)),
         Part("e2e-realesrgan", "realesrgan RRDB x2plus + Compact 2x end to end vs fp32", 25, 90, 15,
-             f(e2e_backend, "realesrgan")),
-        Part("e2e-flashvsr", "FlashVSR full-size random weights end to end", 45, 150, 30, f(e2e_backend, "flashvsr")),
+             "e2e_backend", ("realesrgan",)),
+        Part("e2e-flashvsr", "FlashVSR full-size random weights end to end", 45, 150, 30, "e2e_backend", ("flashvsr",)),
         Part("e2e-stream_diffvsr", "Stream-DiffVSR full-size random weights end to end", 40, 120, 30,
-             f(e2e_backend, "stream_diffvsr")),
+             "e2e_backend", ("stream_diffvsr",)),
         Part("sr-speed-eager", "sr_speed vs the reference loop, eager, batch 1 and 4", 20, 90, 15,
-             f(sr_speed_part, "off")),
+             "sr_speed_part", ("off",)),
         Part("sr-speed-reduce-overhead", "sr_speed, torch.compile + CUDA graphs, batch 1", 80, 200, 50,
-             f(sr_speed_part, "reduce-overhead")),
+             "sr_speed_part", ("reduce-overhead",)),
         Part("flashvsr-speed", "FlashVSR steady FPS, first-chunk latency, peak memory: sparse vs dense", 60, 150, 40,
-             flashvsr_part),
+             "flashvsr_part"),
         Part("stream-diffvsr-speed", "Stream-DiffVSR ms/frame, peak memory vs the whole-sequence loop", 40, 120, 30,
-             stream_diffvsr_part),
-        Part("stabilizer-cost", "the stabilizer's cost relative to its backend", 10, 60, 10, stabilizer_part),
-        Part("td-interop", "TouchDesigner adapter overhead on CUDA buffers", 10, 60, 10, td_part),
-        Part("soak-classic", "2,000-frame soak, classic", 10, 60, 10, f(soak_part, "classic")),
-        Part("soak-realesrgan", "2,000-frame soak, realesrgan Compact 2x", 15, 60, 15, f(soak_part, "realesrgan")),
-        Part("soak-flashvsr", "2,000-frame soak, FlashVSR full size", 35, 120, 30, f(soak_part, "flashvsr")),
+             "stream_diffvsr_part"),
+        Part("stabilizer-cost", "the stabilizer's cost relative to its backend", 10, 60, 10, "stabilizer_part"),
+        Part("td-interop", "TouchDesigner adapter overhead on CUDA buffers", 10, 60, 10, "td_part"),
+        Part("soak-classic", "2,000-frame soak, classic", 10, 60, 10, "soak_part", ("classic",)),
+        Part("soak-realesrgan", "2,000-frame soak, realesrgan Compact 2x", 15, 60, 15, "soak_part", ("realesrgan",)),
+        Part("soak-flashvsr", "2,000-frame soak, FlashVSR full size", 35, 120, 30, "soak_part", ("flashvsr",)),
         Part("soak-stream_diffvsr", "2,000-frame soak, Stream-DiffVSR full size", 45, 120, 30,
-             f(soak_part, "stream_diffvsr")),
-        Part("sr-speed-max-autotune", "sr_speed, max-autotune", 240, 300, 120, f(sr_speed_part, "max-autotune")),
+             "soak_part", ("stream_diffvsr",)),
+        Part("sr-speed-max-autotune", "sr_speed, max-autotune", 240, 300, 120, "sr_speed_part", ("max-autotune",)),
         Part("sr-speed-tensorrt", "sr_speed, TensorRT (when torch-tensorrt is installed)", 5, 300, 5,
-             f(sr_speed_part, "tensorrt")),
+             "sr_speed_part", ("tensorrt",)),
     ]
 
 
@@ -569,7 +573,7 @@ def _tail(path: Path, n: int = 4000) -> str:
         return f.read().decode(errors="replace")
 
 
-def _worker(name: str, opts: Opts, rows_path: str, log_path: str, tmp: str) -> None:
+def _worker(part: Part, opts: Opts, rows_path: str, log_path: str, tmp: str) -> None:
     """The forked process: own process group, output to the part's log, rows to its file."""
     try:
         os.setpgid(0, 0)
@@ -589,8 +593,7 @@ def _worker(name: str, opts: Opts, rows_path: str, log_path: str, tmp: str) -> N
                f"CPU ({torch.get_num_threads()} threads)"}
         with open(rows_path, "a") as f:
             f.write(json.dumps({"_env": env}) + "\n")
-        part = {p.name: p for p in PARTS}[name]
-        part.fn(Ctx(opts, name, Path(rows_path), Path(tmp)))
+        part.resolve("fn")(Ctx(opts, part.name, Path(rows_path), Path(tmp)), *part.args)
     except BaseException as e:  # noqa: BLE001 - recorded, then this process ends
         traceback.print_exc()
         with open(rows_path, "a") as f:
@@ -617,10 +620,10 @@ class ProcessRunner:
         log_path = self.workdir / f"{part.name}.log"
         tmp = Path(tempfile.mkdtemp(prefix=f"{part.name}-", dir=self.workdir))
         timed_out = False
-        if part.cmd is not None:
+        if part.cmd:
             junit = tmp / "junit.xml"
             with open(log_path, "ab") as log:
-                p = subprocess.Popen([*part.cmd(self.opts), "--junitxml", str(junit)], cwd=REPO, env=self.env,
+                p = subprocess.Popen([*part.resolve("cmd")(self.opts), "--junitxml", str(junit)], cwd=REPO, env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
                 try:
                     code = p.wait(timeout=limit)
@@ -632,7 +635,7 @@ class ProcessRunner:
             error = "" if code in (0, 5) else f"pytest exited {code}"  # 5: no tests collected
             env = {}
         else:
-            p = self.mp.Process(target=_worker, args=(part.name, self.opts, str(rows_path), str(log_path), str(tmp)))
+            p = self.mp.Process(target=_worker, args=(part, self.opts, str(rows_path), str(log_path), str(tmp)))
             p.start()
             p.join(limit)
             timed_out = p.is_alive()
