@@ -311,7 +311,9 @@ def sr_speed_part(ctx: Ctx, mode: str) -> None:
         return
     where = "cuda" if ctx.cuda else "cpu"
     # tiny compile modes: Compact only (dynamo tracing the RRDB on a shared CPU adds nothing the Compact does not)
-    models = ("compact_x2",) if ctx.tiny and mode != "off" else tuple(sr_speed.MODELS)
+    # compile modes: Compact first, so a part stopped at its limit still has a row
+    models = ("compact_x2",) if ctx.tiny and mode != "off" else \
+        tuple(sr_speed.MODELS) if mode == "off" else ("compact_x2", "rrdb_x2plus")
     kw = dict(models=models, compile_modes=(mode,), device=ctx.device, tiny=ctx.tiny, hosts=False,
               sizes=("24x16",) if ctx.tiny else ("512x512",), frames=2 if ctx.tiny else 100,
               batch=(4 if mode == "off" else 1))
