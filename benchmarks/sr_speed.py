@@ -28,6 +28,7 @@ import contextlib
 import datetime
 import importlib.util
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -141,12 +142,12 @@ def td_path(path: Path | None, mode: str, size: tuple[int, int], dev: torch.devi
 
 
 def td_interop_overhead(size: int = 1024, frames: int = 50, device: str = "cuda",
-                        pars: dict | None = None) -> dict:
+                        pars: dict | None = None, repeats: int = 3) -> dict:
     """What the TouchDesigner adapter adds per frame on TD-shaped device buffers (BGRA uint8, bottom row first).
 
     cook = the Script TOP's whole cook; node = ``node.cook`` alone on the same frame already wrapped as a
     tensor, on the adapter's stream; td_copy = the stand-in's TD-side texture copy (TD pays it too).
-    overhead = cook - node - td_copy (ms/frame)."""
+    overhead = cook - node - td_copy (ms/frame); each the median of ``repeats`` interleaved runs."""
     from live_upscale.plugin.touchdesigner import top
 
     dev = torch.device(device)
@@ -157,11 +158,15 @@ def td_interop_overhead(size: int = 1024, frames: int = 50, device: str = "cuda"
     st = top.state_for(op)
     src = op.inputs[0]
     x = torch.from_numpy(src.image).to(dev)
-    cook_ms, _ = timeit(cook, frames, 1, dev, warm=0)
-    with torch.cuda.stream(st.stream) if dev.type == "cuda" else contextlib.nullcontext():
-        node_ms, _ = timeit(lambda: st.node.cook(x, in_format="HWC:BGRA:uint8:flipped"), frames, 1, dev)
-    copy_ms, _ = timeit(lambda: src.cudaMemory(stream=st.stream.cuda_stream if st.stream is not None else None),
-                        frames, 1, dev)
+    handle = st.stream.cuda_stream if st.stream is not None else None
+    runs = []
+    for _ in range(repeats):  # interleaved, median of each: load drifts during a run
+        cook_ms, _ = timeit(cook, frames, 1, dev, warm=1)
+        with torch.cuda.stream(st.stream) if dev.type == "cuda" else contextlib.nullcontext():
+            node_ms, _ = timeit(lambda: st.node.cook(x, in_format="HWC:BGRA:uint8:flipped"), frames, 1, dev, warm=1)
+        copy_ms, _ = timeit(lambda: src.cudaMemory(stream=handle), frames, 1, dev, warm=1)
+        runs.append((cook_ms, node_ms, copy_ms))
+    cook_ms, node_ms, copy_ms = (statistics.median(r[i] for r in runs) for i in range(3))
     out = tuple(op.output.shape)
     return dict(size=size, out=out, cook_ms=cook_ms, node_ms=node_ms, td_copy_ms=copy_ms,
                 overhead_ms=cook_ms - node_ms - copy_ms)
