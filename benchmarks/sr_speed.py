@@ -44,13 +44,17 @@ from live_upscale import UpscaleNode  # noqa: E402
 from live_upscale.backends.realesrgan import load_descriptor  # noqa: E402
 
 
-def rrdb_state_dict(scale=2, nf=64, nb=23, gc=32) -> dict:
-    """RealESRGAN_x2plus (basicsr key layout; x2 pixel-unshuffles the input into 12 channels), random weights."""
+def rrdb_state_dict(scale=2, nf=64, nb=23, gc=32, gain=0.5) -> dict:
+    """RealESRGAN_x2plus (basicsr key layout; x2 pixel-unshuffles the input into 12 channels), random weights.
+
+    ``gain`` scales the weights so the output is a picture-like spread around 0.5 (std ~0.1 for the full
+    model), not ~0: a vanishing output would make error checks against fp32 pass trivially and fp16 run
+    on denormals."""
     g = torch.Generator().manual_seed(0)
     sd = {}
 
     def conv(name, cout, cin):
-        sd[f"{name}.weight"] = torch.randn(cout, cin, 3, 3, generator=g) * (0.1 / (cin * 9) ** 0.5)
+        sd[f"{name}.weight"] = torch.randn(cout, cin, 3, 3, generator=g) * (gain / (cin * 9) ** 0.5)
         sd[f"{name}.bias"] = torch.zeros(cout)
 
     conv("conv_first", nf, 3 * (4 if scale == 2 else 1))
@@ -61,6 +65,7 @@ def rrdb_state_dict(scale=2, nf=64, nb=23, gc=32) -> dict:
     for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
         conv(name, nf, nf)
     conv("conv_last", 3, nf)
+    sd["conv_last.bias"] = torch.full((3,), 0.5)
     return {"params_ema": sd}
 
 
@@ -84,7 +89,7 @@ MODELS = {
     "compact_x2": lambda: compact_state_dict(2),
 }
 TINY = {  # --tiny: same architectures, a few blocks (CPU smoke runs)
-    "rrdb_x2plus": lambda: rrdb_state_dict(2, nf=8, nb=1),
+    "rrdb_x2plus": lambda: rrdb_state_dict(2, nf=8, nb=1, gain=1.0),
     "compact_x2": lambda: compact_state_dict(2, nf=8, nconv=2),
 }
 
