@@ -605,6 +605,8 @@ def _worker(part: Part, opts: Opts, rows_path: str, log_path: str, tmp: str) -> 
     try:
         import torch
 
+        if opts.tiny and not opts.device.startswith("cuda"):
+            torch.set_num_threads(1)  # tiny models on a small shared CPU: no OpenMP spin-waits between parts' threads
         env = {"torch": torch.__version__, "python": sys.version.split()[0], "device": opts.device,
                "gpu": torch.cuda.get_device_name() if opts.device.startswith("cuda") else
                f"CPU ({torch.get_num_threads()} threads)"}
