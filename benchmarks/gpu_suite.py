@@ -755,7 +755,7 @@ def _write(out_json: Path, summary: dict, results: list[PartResult], workdir: Pa
             log.write(_tail(workdir / f"{r.name}.log", LOG_TAIL_BYTES))
 
 
-def list_parts(tiny: bool = False) -> str:
+def list_parts() -> str:
     lines = ["| # | part | what | expected s (H100/H200) | limit s | starts with >= s left |", "|---|---|---|---|---|---|"]
     for i, p in enumerate(PARTS, 1):
         lines.append(f"| {i} | {p.name} | {p.what} | {p.est_s:.0f} | {p.cap_s:.0f} | {p.min_s:.0f} |")
@@ -803,6 +803,9 @@ def main(argv: list[str] | None = None, clock: Callable[[], float] = time.monoto
     print(f"[{budget.elapsed():6.1f} s] install-wheels: {st}: {msg}", flush=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*filter(None, [os.environ.get("PYTHONPATH")]), str(REPO)]),
            "PYTHONUNBUFFERED": "1"}
+    # offline by design: a download attempt on a machine without network would only burn the budget
+    for k in ("LIVE_UPSCALE_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        env[k] = os.environ[k] = "1"
     os.environ["PYTHONPATH"] = env["PYTHONPATH"]  # the fork server inherits it
     opts = Opts(a.device, a.tiny)
     runner = ProcessRunner(opts, workdir, env)

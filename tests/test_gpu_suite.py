@@ -190,6 +190,9 @@ def test_result_lines_have_the_results_md_columns(tmp_path):
 
 def test_a_budget_too_small_for_any_part_skips_them_all_and_still_writes_results(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("OUT", raising=False)
+    for k in ("LIVE_UPSCALE_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # main() sets these: undone after
+        monkeypatch.setenv(k, "1")
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     out = tmp_path / "r" / "gpu_suite.json"
     assert gs.main(["--device", "cpu", "--tiny", "--budget", "12", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
