@@ -227,3 +227,20 @@ def test_tiny_cpu_run_of_the_whole_suite(tmp_path):
     assert all(ln.count("|") == 8 for ln in lines[2:])
     assert "RESULTS.md rows" in r.stdout and "| soak-stream_diffvsr | ok |" in r.stdout
     assert (tmp_path / "gpu_suite.log").stat().st_size > 0
+
+
+def test_the_suite_and_everything_it_runs_import_without_pyav():
+    """The GPU machine has no PyAV: nothing the parts import may need it (and every part's function exists)."""
+    code = (
+        "import sys; sys.modules['av'] = None; sys.path.insert(0, 'benchmarks')\n"
+        "import gpu_suite, sr_speed, soak, stabilizer_cost, flashvsr_speed, stream_diffvsr_speed\n"
+        "import live_upscale.plugin.touchdesigner, tests.standins.td\n"
+        "for f in gpu_suite.gpu_test_files(): __import__(f[:-3].replace('/', '.'))\n"
+        "fns = [p.resolve('fn' if p.fn else 'cmd') for p in gpu_suite.PARTS]\n"
+        "assert all(callable(f) for f in fns) and 'av' not in {m.split('.')[0] for m in sys.modules if sys.modules[m]}\n"
+        "print(len(fns))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[-1] == str(len(gs.PARTS))
