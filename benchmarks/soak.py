@@ -21,11 +21,12 @@ Warm-up calls are not judged as stalls but counted and reported (``warmup_calls`
   compiles on several calls in a row; realesrgan with a compile mode compiles once per new input shape.
 
 Frame times are wall time minus the time the calling thread waited for a CPU while runnable (the kernel's
-run-queue wait, ``/proc/thread-self/schedstat``): on a loaded machine the scheduler can hold a thread off the
+run-queue wait, ``/proc/self/task/<tid>/schedstat``): on a loaded machine the scheduler can hold a thread off the
 CPU for longer than ten frames take, which is not the engine's stall. Everything else still counts: compute,
 blocking on a lock, a sleep, a device sync, page faults. Where the kernel does not expose it, wall time is
-used. With torch's intra-op threads the wait of those threads is not subtracted (the test suite runs one
-thread).
+used. With several torch intra-op threads their waits are not subtracted, and on a loaded CPU their OpenMP
+spin-waits alone make frames ten times slower now and then: soak a CPU run with ``OMP_NUM_THREADS=1`` (the
+test suite runs one thread).
 
 Prints a short table last. ``soak()`` is importable (the test suite runs a short version).
 """
@@ -89,6 +90,7 @@ class SoakResult:
     warmup_calls: int = 0  # calls not judged as stalls (see the module docstring)
     worst_warmup_ms: float = 0.0
     cpu_wait_ms: float = 0.0  # total time the calling thread waited for a CPU (subtracted from frame times)
+    judged_calls: int = 0  # computing calls the stall rule looked at (0: too short a run to judge any)
 
 
 class RunQueueClock:
@@ -200,7 +202,7 @@ def soak(backend: str, frames: int = 10_000, every: int = 250, model: str | None
     node.close()
     worst_warm = max((wall[k] for k in warm), default=0.0)
     return SoakResult(backend, frames, med * 1000, worst, rss_growth, cuda_growth, events, not why, "; ".join(why),
-                      len(warm), worst_warm * 1000, (sum(wall) - sum(times)) * 1000)
+                      len(warm), worst_warm * 1000, (sum(wall) - sum(times)) * 1000, len(keep))
 
 
 def tiny_compact(path: Path) -> Path:
@@ -241,7 +243,8 @@ def main(argv=None) -> int:
           "CUDA growth MB | result |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r.backend} | {r.frames} | {r.events} | {r.median_ms:.2f} | {r.worst_ratio:.1f} | "
+        worst = f"{r.worst_ratio:.1f}" if r.judged_calls else "- (no call judged)"
+        print(f"| {r.backend} | {r.frames} | {r.events} | {r.median_ms:.2f} | {worst} | "
               f"{r.warmup_calls} ({r.worst_warmup_ms:.0f}) | {r.rss_growth_mb:+.1f} | {r.cuda_growth_mb:+.1f} | "
               f"{'ok' if r.ok else 'FAIL: ' + r.why} |")
     return 0 if results and all(r.ok for r in results) else 1

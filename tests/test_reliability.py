@@ -204,6 +204,7 @@ def test_short_soak(backend, tmp_path, one_thread):
                         size_factor=2)
     assert r.ok, r.why
     assert r.events == 7
+    assert r.judged_calls > 250  # all but the first calls and each size change's first frame
 
 
 def _soak_with(monkeypatch, extra, **kw):
