@@ -111,20 +111,19 @@ def image_header(path: Path) -> Still:
     from PIL import Image
 
     _check_file(path)
+    limit = Image.MAX_IMAGE_PIXELS
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                mode = im.mode
-                tile = im.tile[0] if im.tile else None
-    except Image.DecompressionBombError:  # Pillow refused it from the header, before allocating
-        raise InputError(f"{path}: the image header asks for more than {MAX_PIXELS / 1e6:.0f} Mpx; refused "
-                         "without decoding (a decompression bomb, or a corrupt header)") from None
+        Image.MAX_IMAGE_PIXELS = None  # opening reads the header only; the size is checked below, with a message
+        with Image.open(path) as im:
+            w, h = im.size
+            mode = im.mode
+            tile = im.tile[0] if im.tile else None
     except PermissionError:
         raise InputError(f"cannot read {path}: permission denied") from None
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for a bad file
         raise InputError(f"{path} is not an image Pillow can read ({_short(e)})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
     _check_pixels(path, w, h)
     raw = tile[3] if tile is not None and len(tile) > 3 else None
     raw = raw[0] if isinstance(raw, tuple) and raw else raw
