@@ -262,6 +262,8 @@ def probe_video(path: Path) -> VideoInfo:
             what = "audio only" if c.streams.audio else "no streams it can use"
             raise InputError(f"{path} has no video stream ({what})")
         v = c.streams.video[0]
+        if v.codec_context is None:
+            raise InputError(f"{path}: truncated or corrupt video: its video codec is unknown to this FFmpeg")
         _check_pixels(path, v.codec_context.width or 1, v.codec_context.height or 1, "video")
         first = None
         try:
@@ -280,11 +282,16 @@ def probe_video(path: Path) -> VideoInfo:
         deep = any(t in fmt for t in ("10", "12", "16", "p9")) and "rgb24" not in fmt
         return VideoInfo(
             size=(first.width, first.height), rate=Fraction(rate), time_base=v.time_base,
-            frames=v.frames or None, audio=c.streams.audio[0].codec_context.name if c.streams.audio else None,
+            frames=v.frames or None, audio=_audio_codec(c),
             matrix=matrix, rotation=rot, deep=deep,
         )
     finally:
         c.close()
+
+
+def _audio_codec(c) -> str | None:
+    a = c.streams.audio[0] if c.streams.audio else None
+    return a.codec_context.name if a is not None and a.codec_context is not None else None
 
 
 def _display_matrix(frame) -> tuple[list[int] | None, int]:
@@ -841,7 +848,7 @@ def _to_video(node, p: Plan, tmp: Path, batch, crf, progress, fps_override) -> J
         if inp is not None:
             vin = inp.streams.video[0]
             vin.thread_type = "AUTO"
-            ain = inp.streams.audio[0] if inp.streams.audio else None
+            ain = inp.streams.audio[0] if vi.audio else None
         out = av.open(str(tmp), "w", format=_muxer(p.dst))
         vout = out.add_stream(codec, rate=rate)
         vout.width, vout.height, vout.pix_fmt = out_w, out_h, pix_fmt
