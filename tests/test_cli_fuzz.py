@@ -127,7 +127,7 @@ def test_broken_files_never_crash_change_the_input_or_leave_partial_output(seed,
             assert rc == 1, text
             errors = [ln for ln in err.getvalue().splitlines() if ln.startswith("live-upscale: error:")]
             assert len(errors) == 1, text
-            assert "unexpected" not in errors[0], errors[0]  # every failure is one we foresaw and named
+            assert "error: unexpected " not in errors[0], errors[0]  # every failure is one we foresaw and named
             assert left == [src.name], left
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -215,7 +215,7 @@ def test_every_unreadable_input_is_one_line_and_nothing_is_written(tmp_path, cli
     cases = [
         (d / "missing.mp4", "out.mp4", ["input not found", "missing.mp4"]),
         (d / "zero.mp4", "out.mp4", ["zero.mp4", "empty (0 bytes)"]),
-        (d / "garbage.mp4", "out.mp4", ["garbage.mp4", "not a video or image"]),
+        (d / "garbage.mp4", "out.mp4", ["garbage.mp4", "not a video or image file"]),
         (d / "text.png", "out.png", ["text.png", "not an image"]),
         (d / "truncated.mp4", "out.mp4", ["truncated.mp4"]),
         (d / "audio.m4a", "out.mp4", ["audio.m4a", "no video stream", "audio only"]),

@@ -176,7 +176,7 @@ def read_image(path: Path | Still) -> tuple[np.ndarray, str]:
 def _read_deep_png(s: Still) -> np.ndarray:
     import av
 
-    with av.open(str(s.path)) as c:
+    with av.open(str(s.path), metadata_errors="replace") as c:
         frame = next(c.decode(video=0))
         if (frame.width, frame.height) != s.size:
             raise InputError(f"{s.path}: truncated or corrupt image (decoded size differs from its header)")
@@ -252,11 +252,11 @@ def probe_video(path: Path) -> VideoInfo:
 
     _check_file(path)
     try:
-        c = av.open(str(path))
+        c = av.open(str(path), metadata_errors="replace")
     except PermissionError:
         raise InputError(f"cannot read {path}: permission denied") from None
     except _av_errors() as e:
-        raise InputError(f"{path} is not a video or image file this build of FFmpeg can read ({_short(e)})") from None
+        raise InputError(f"{path} is not a video or image file FFmpeg can read, or it is corrupt ({_short(e)})") from None
     try:
         if not c.streams.video:
             what = "audio only" if c.streams.audio else "no streams it can use"
@@ -798,7 +798,7 @@ def _to_images(node, p: Plan, tmp: Path, batch: int, progress) -> Job:
 def _decode_video(path: Path) -> Iterator[tuple[np.ndarray, int | None]]:
     import av
 
-    with av.open(str(path)) as c:
+    with av.open(str(path), metadata_errors="replace") as c:
         v = c.streams.video[0]
         v.thread_type = "AUTO"
         n = 0
@@ -840,7 +840,7 @@ def _to_video(node, p: Plan, tmp: Path, batch, crf, progress, fps_override) -> J
     if pix_fmt == "yuv444p":
         notes.append(f"{out_w}x{out_h} is odd and 4:2:0 video needs even sizes: written as {pix_fmt} at the exact "
                      "size (some players, e.g. browsers, cannot play 4:4:4; use an even --scale for yuv420p)")
-    inp = av.open(str(src)) if vi is not None else None
+    inp = av.open(str(src), metadata_errors="replace") if vi is not None else None
     out = None
     b: _Batcher | None = None
     try:
