@@ -527,18 +527,23 @@ def test_single_image_to_image(tmp_path, capsys):
 # --- 3. interrupted: Ctrl-C and SIGTERM remove the temporary output ----------------------------------------
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_mid_run_removes_the_partial_output_and_keeps_the_old(tmp_path, sig):
+@pytest.mark.parametrize("sig,name", [(signal.SIGINT, "out.mp4"), (signal.SIGTERM, "frames")])
+def test_signal_mid_run_removes_the_partial_output_and_keeps_the_old(tmp_path, sig, name):
     clip = media.write_test_clip(tmp_path / "long.mkv", frames=150, size=(64, 48), audio=False)
-    out = tmp_path / "out.mp4"
-    out.write_bytes(b"previous result")
-    before = digest(clip)
+    out = tmp_path / name
+    if name == "frames":
+        out.mkdir()
+        (out / "old.png").write_bytes(b"previous result")
+        part = tmp_path / ".frames.part"
+    else:
+        out.write_bytes(b"previous result")
+        part = tmp_path / ".out.part.mp4"
+    before, old = digest(clip), digest(out)
     proc = subprocess.Popen(
         [sys.executable, "-m", "live_upscale.plugin.cli", "upscale", str(clip), "-o", str(out), "-y",
          "--backend", "classic", "--scale", "4", "--stabilize", "0.5"],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
-    part = tmp_path / ".out.part.mp4"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not part.exists():
         time.sleep(0.05)
@@ -550,6 +555,26 @@ def test_signal_mid_run_removes_the_partial_output_and_keeps_the_old(tmp_path, s
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert ("interrupted" if sig == signal.SIGINT else "terminated") in err and "no output was written" in err
-    assert out.read_bytes() == b"previous result"
-    assert sorted(os.listdir(tmp_path)) == ["long.mkv", "out.mp4"]
+    assert digest(out) == old
+    assert sorted(os.listdir(tmp_path)) == sorted(["long.mkv", name])
     assert digest(clip) == before
+
+
+def test_alpha_stays_with_its_frame_through_a_buffering_backend_and_batches(tmp_path, capsys):
+    """Alpha travels beside each frame: a temporal engine that holds frames back must not shift it."""
+    from tests.conftest import registered_engine
+    from tests.test_node import ChunkEngine
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(7):
+        f = noise(12, 16, c=4, seed=i)
+        f[..., 3] = 30 * i  # each frame's own flat alpha
+        png(src / f"f{i}.png", f)
+    with registered_engine("test_chunk", ChunkEngine):
+        rc = main(["upscale", str(src), "-o", str(tmp_path / "out"), "--backend", "test_chunk", "--batch", "3",
+                   "--scene-cut", "0"])
+    assert rc == 0, capsys.readouterr().err
+    for i in range(7):
+        a = np.asarray(Image.open(tmp_path / "out" / f"f{i}.png"))[..., 3]
+        assert a.shape == (24, 32) and (a == 30 * i).all(), i

@@ -490,12 +490,17 @@ class _Atomic:
         if os.path.lexists(self.tmp):  # a leftover of a killed run, or another run at work: never share it
             self.tmp = p.dst.with_name(f".{name}.{os.getpid()}.part{'' if self.folder else p.dst.suffix}")
         self.created: list[Path] = []
+        self.free: int | None = None  # bytes free on the destination's disk when writing began
 
     def __enter__(self) -> Path:
         try:
             for d in self.plan.create:
                 d.mkdir()
                 self.created.append(d)
+            try:
+                self.free = shutil.disk_usage(self.dst.absolute().parent).free
+            except OSError:
+                pass
             if self.folder:
                 self.tmp.mkdir()
             else:
@@ -510,7 +515,8 @@ class _Atomic:
     def __exit__(self, et, ev, tb) -> bool:
         if et is None:
             try:
-                self.commit()
+                with _signals_held():  # a Ctrl-C now would only race the rename
+                    self.commit()
             except BaseException as e:
                 self.abort()
                 if isinstance(e, OSError) and not isinstance(e, LiveUpscaleError):
@@ -588,20 +594,17 @@ class _signals_held:
         return False
 
 
-def _as_output_error(e: OSError, dst: Path, written: int | None = None, needed: int | None = None) -> OutputError:
+def _as_output_error(e: OSError, dst: Path, written: int | None = None, needed: int | None = None,
+                     free: int | None = None) -> OutputError:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        try:
-            free = shutil.disk_usage(dst.absolute().parent if dst.absolute().parent.exists() else Path.cwd()).free
-        except OSError:
-            free = None
         parts = []
         if needed:
             parts.append(f"it needs about {_mb(needed)}")
-        if written:
-            parts.append(f"{_mb(written)} were written before the disk filled")
         if free is not None:
-            parts.append(f"{_mb(free)} free")
-        extra = f" ({'; '.join(parts)})" if parts else ""
+            parts.append(f"{_mb(free)} were free")
+        if written:
+            parts.append(f"{_mb(written)} were written before it filled")
+        extra = f" ({', '.join(parts)})" if parts else ""
         what = "quota exceeded" if e.errno == errno.EDQUOT else "disk full"
         return OutputError(f"{what} writing {dst}{extra}; nothing was written")
     if e.errno in (errno.EACCES, errno.EPERM):
@@ -705,16 +708,6 @@ class _Batcher:
         return self.job
 
 
-def probe_count(src: Path) -> int | None:
-    """Frames the input holds (None when a video does not say)."""
-    src = Path(src)
-    if src.is_dir():
-        return len(list_frames(src))
-    if src.suffix.lower() in IMAGE_EXTS:
-        return 1
-    return probe_video(src).frames
-
-
 def run(
     node,
     src: str | Path | Plan,
@@ -737,7 +730,8 @@ def run(
     if p.out == "video":
         out_w, out_h = _video_size(node, p)
         _codec_for(p.dst, out_w, out_h)  # refuse a size the codec cannot take before anything is created
-    with _Atomic(p) as tmp:
+    atomic = _Atomic(p)
+    with atomic as tmp:
         try:
             if p.out == "video":
                 job = _to_video(node, p, tmp, batch, crf, progress, fps)
@@ -752,7 +746,7 @@ def run(
             n = getattr(e, "_frames_out", 0)
             total = p.count
             needed = int(written / n * total) if (n and total and written) else None
-            raise _as_output_error(e, p.dst, written, needed) from None
+            raise _as_output_error(e, p.dst, written, needed, atomic.free) from None
     return job
 
 
@@ -839,7 +833,7 @@ def _to_video(node, p: Plan, tmp: Path, batch, crf, progress, fps_override) -> J
     notes: list[str] = []
     if pix_fmt == "yuv444p":
         notes.append(f"{out_w}x{out_h} is odd and 4:2:0 video needs even sizes: written as {pix_fmt} at the exact "
-                     "size (some players, e.g. browsers, cannot play 4:4:4; use an even --scale for yuv420p)")
+                     "size (some players, e.g. browsers, cannot play 4:4:4; a --scale that gives an even size gets yuv420p)")
     inp = av.open(str(src), metadata_errors="replace") if vi is not None else None
     out = None
     b: _Batcher | None = None
