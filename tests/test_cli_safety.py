@@ -578,3 +578,39 @@ def test_alpha_stays_with_its_frame_through_a_buffering_backend_and_batches(tmp_
     for i in range(7):
         a = np.asarray(Image.open(tmp_path / "out" / f"f{i}.png"))[..., 3]
         assert a.shape == (24, 32) and (a == 30 * i).all(), i
+
+
+def test_image_metadata_kept_and_what_a_file_type_cannot_hold_is_said(tmp_path, capsys):
+    """EXIF (orientation) and the ICC profile travel to the output; 16 bits or alpha into JPEG are named."""
+    src = tmp_path / "photo.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 on display
+    icc = b"\0" * 128  # Pillow copies the profile bytes as they are
+    Image.fromarray(noise(10, 12)).save(src, exif=exif, icc_profile=icc)
+    rc, _, err = cli(capsys, src, "-o", tmp_path / "big.jpg")
+    assert rc == 0, err
+    with Image.open(tmp_path / "big.jpg") as im:
+        assert im.size == (24, 20) and im.getexif().get(0x0112) == 6 and im.info.get("icc_profile") == icc
+    deep = tmp_path / "deep.png"
+    media._write_deep_png(deep, noise(8, 8, dtype=np.uint16))
+    rc, _, err = cli(capsys, deep, "-o", tmp_path / "deep.jpg")
+    assert rc == 0 and "16-bit images are written with 8 bits as .jpg" in err
+    assert Image.open(tmp_path / "deep.jpg").mode == "RGB"
+    rgba = png(tmp_path / "a.png", noise(8, 8, c=4))
+    rc, _, err = cli(capsys, rgba, "-o", tmp_path / "a.jpg")
+    assert rc == 0 and "alpha is dropped: JPEG" in err
+
+
+def test_an_output_that_appears_during_the_run_is_not_replaced(tmp_path, clip, monkeypatch):
+    out = tmp_path / "out.mp4"
+    real = media._to_video
+
+    def slow_and_raced(node, p, tmp, *a):
+        job = real(node, p, tmp, *a)
+        out.write_bytes(b"someone else's")  # another program takes the name before we rename
+        return job
+
+    monkeypatch.setattr(media, "_to_video", slow_and_raced)
+    node_args = ["upscale", str(clip), "-o", str(out), *CLASSIC]
+    assert main(node_args) == 1
+    assert out.read_bytes() == b"someone else's" and sorted(os.listdir(tmp_path)) == ["clip.mp4", "out.mp4"]

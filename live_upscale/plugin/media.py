@@ -70,6 +70,7 @@ class Still:
     size: tuple[int, int]  # (w, h)
     mode: str  # Pillow's mode
     deep: bool  # 16 bits per channel
+    meta: dict = field(default_factory=dict)  # EXIF (orientation), ICC profile, dpi: written back unchanged
 
 
 def list_frames(folder: str | Path) -> list[Path]:
@@ -118,6 +119,7 @@ def image_header(path: Path) -> Still:
             w, h = im.size
             mode = im.mode
             tile = im.tile[0] if im.tile else None
+            meta = {k: im.info[k] for k in ("exif", "icc_profile", "dpi") if im.info.get(k)}
     except PermissionError:
         raise InputError(f"cannot read {path}: permission denied") from None
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for a bad file
@@ -128,7 +130,7 @@ def image_header(path: Path) -> Still:
     raw = tile[3] if tile is not None and len(tile) > 3 else None
     raw = raw[0] if isinstance(raw, tuple) and raw else raw
     deep = mode.startswith("I;16") or (isinstance(raw, str) and ";16" in raw)
-    return Still(path, (w, h), mode, deep)
+    return Still(path, (w, h), mode, deep, meta)
 
 
 def _short(e: BaseException) -> str:
@@ -183,23 +185,35 @@ def _read_deep_png(s: Still) -> np.ndarray:
         return frame.to_ndarray(format="rgba64le" if s.mode == "RGBA" else "rgb48le")
 
 
-def write_image(path: Path, frame: np.ndarray, fmt: str = "HWC:RGB:uint8", mode: str | None = None) -> None:
-    """Save an ``encode``d frame; 16-bit colour PNG through PyAV's PNG encoder (Pillow writes 8 bits)."""
+def write_image(path: Path, frame: np.ndarray, fmt: str = "HWC:RGB:uint8", mode: str | None = None,
+                meta: dict | None = None) -> None:
+    """Save an ``encode``d frame; 16-bit colour PNG through PyAV's PNG encoder (Pillow writes 8 bits).
+
+    A file type that cannot hold what the frame has gets the nearest it can: 8 bits for 16-bit
+    colour outside PNG, no alpha in JPEG (``_describe`` says so before the run).
+    """
     from PIL import Image
 
+    suffix = path.suffix.lower()
     if frame.dtype != np.uint8 and "uint16" in fmt:
         frame = frame.astype(np.uint16)
     if frame.ndim == 3 and frame.shape[2] == 1:
         frame = frame[..., 0]
+    if frame.dtype == np.uint16 and (suffix != ".png" and not (frame.ndim == 2 and suffix in (".tif", ".tiff"))):
+        frame = ((frame.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     if frame.dtype == np.uint16 and frame.ndim == 3:
         _write_deep_png(path, frame)
         return
     im = Image.fromarray(frame)
     if mode in ("LA", "La", "PA") and im.mode == "RGBA":
         im = im.convert("LA")
-    elif path.suffix.lower() in (".jpg", ".jpeg") and im.mode == "RGBA":
+    elif suffix in (".jpg", ".jpeg") and im.mode == "RGBA":
         im = im.convert("RGB")
-    im.save(path, **_SAVE_OPTIONS.get(path.suffix.lower(), {}))
+    opts = dict(_SAVE_OPTIONS.get(suffix, {}))
+    for k, v in (meta or {}).items():
+        if k != "dpi" or suffix in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):
+            opts[k] = v
+    im.save(path, **opts)
 
 
 def _write_deep_png(path: Path, frame: np.ndarray) -> None:
@@ -463,8 +477,19 @@ def _describe(p: Plan) -> None:
                 p.notes.append("16-bit frames are written as 8-bit video")
             if any(s.mode in ("RGBA", "LA", "La", "PA", "RGBa") for s in p.stills):
                 p.notes.append("alpha is dropped: the video has no alpha channel")
-        elif any(s.mode == "P" for s in p.stills):
-            p.notes.append("palette images are written as RGB(A) (an upscale has more colours than a palette)")
+        else:
+            if any(s.mode == "P" for s in p.stills):
+                p.notes.append("palette images are written as RGB(A) (an upscale has more colours than a palette)")
+            def suffix(s: Still) -> str:
+                return (p.dst.suffix if p.out == "image" else s.path.suffix).lower()
+
+            lose = sorted({suffix(s) for s in p.stills if s.deep and not (
+                suffix(s) == ".png" or (suffix(s) in (".tif", ".tiff") and s.mode.startswith("I")))})
+            if lose:
+                p.notes.append(f"16-bit images are written with 8 bits as {', '.join(lose)} (use .png to keep 16)")
+            if p.out == "image" and p.dst.suffix.lower() in (".jpg", ".jpeg") and any(
+                    s.mode in ("RGBA", "LA", "La", "PA", "RGBa") for s in p.stills):
+                p.notes.append("alpha is dropped: JPEG has no alpha channel (use .png)")
     if p.video is not None:
         if p.video.deep and p.out == "video":
             p.notes.append("a video of more than 8 bits per channel is written as 8-bit H.264")
@@ -527,6 +552,10 @@ class _Atomic:
         return False
 
     def commit(self) -> None:
+        if not self.plan.overwrite and os.path.lexists(self.dst) and not (
+                self.folder and self.dst.is_dir() and not any(self.dst.iterdir())):
+            # something took the name while we worked: still not ours to replace
+            raise OutputError(f"output {self.dst} appeared while writing; pass --overwrite (-y) to replace it")
         if not self.folder:
             _fsync(self.tmp)
             os.replace(self.tmp, self.dst)
@@ -758,7 +787,7 @@ def _video_size(node, p: Plan) -> tuple[int, int]:
 
 def _to_images(node, p: Plan, tmp: Path, batch: int, progress) -> Job:
     single = p.out == "image"
-    modes = {s.path: s.mode for s in p.stills}
+    stills = {s.path: s for s in p.stills}
 
     def save(frame: np.ndarray, tag) -> None:
         key, fmt = tag
@@ -769,7 +798,8 @@ def _to_images(node, p: Plan, tmp: Path, batch: int, progress) -> Job:
         else:
             path = tmp / f"{key:06d}.png"
         fmt = fmt or "HWC:RGB:uint8"
-        write_image(path, frame, fmt, modes.get(key) if isinstance(key, Path) else None)
+        st = stills.get(key) if isinstance(key, Path) else None
+        write_image(path, frame, fmt, st.mode if st else None, st.meta if st else None)
         if progress:
             progress(1)
 
