@@ -531,10 +531,9 @@ def test_single_image_to_image(tmp_path, capsys):
 def test_signal_mid_run_removes_the_partial_output_and_keeps_the_old(tmp_path, sig, name):
     clip = media.write_test_clip(tmp_path / "long.mkv", frames=150, size=(64, 48), audio=False)
     out = tmp_path / name
-    if name == "frames":
+    if name == "frames":  # an existing folder: the new frames are made in a hidden folder inside it
         out.mkdir()
         (out / "old.png").write_bytes(b"previous result")
-        part = tmp_path / ".frames.part"
     else:
         out.write_bytes(b"previous result")
         part = tmp_path / ".out.part.mp4"
@@ -545,6 +544,8 @@ def test_signal_mid_run_removes_the_partial_output_and_keeps_the_old(tmp_path, s
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     deadline = time.time() + 120
+    if name == "frames":
+        part = out / f".live-upscale.part-{proc.pid}"
     while time.time() < deadline and proc.poll() is None and not part.exists():
         time.sleep(0.05)
     assert part.exists(), "the temporary output never appeared"
@@ -555,7 +556,8 @@ def test_signal_mid_run_removes_the_partial_output_and_keeps_the_old(tmp_path, s
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert ("interrupted" if sig == signal.SIGINT else "terminated") in err and "no output was written" in err
-    assert digest(out) == old
+    assert digest(out) == old and listing(out if out.is_dir() else tmp_path) == (
+        ["old.png"] if name == "frames" else ["long.mkv", "out.mp4"])
     assert sorted(os.listdir(tmp_path)) == sorted(["long.mkv", name])
     assert digest(clip) == before
 
@@ -614,3 +616,23 @@ def test_an_output_that_appears_during_the_run_is_not_replaced(tmp_path, clip, m
     node_args = ["upscale", str(clip), "-o", str(out), *CLASSIC]
     assert main(node_args) == 1
     assert out.read_bytes() == b"someone else's" and sorted(os.listdir(tmp_path)) == ["clip.mp4", "out.mp4"]
+
+
+def test_the_working_directory_as_output_folder_stays_the_same_folder(tmp_path, clip, capsys, monkeypatch):
+    """`-o .` fills the folder you are in; it is not swapped for another (your shell would be left in a
+    deleted folder), and with --overwrite its old contents go only once the new frames are in."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    inode = here.stat().st_ino
+    rc, _, err = cli(capsys, clip, "-o", ".")
+    assert rc == 0, err
+    assert os.getcwd() == str(here) and here.stat().st_ino == inode
+    assert sorted(os.listdir(here)) == [f"{i:06d}.png" for i in range(1, 7)]
+    (here / "mine.txt").write_text("x")
+    rc, _, err = cli(capsys, clip, "-o", ".", "--scale", "3")
+    one_error(rc, err, "not empty", "--overwrite")
+    rc, _, err = cli(capsys, clip, "-o", ".", "--scale", "3", "-y")
+    assert rc == 0, err
+    assert here.stat().st_ino == inode and sorted(os.listdir(here)) == [f"{i:06d}.png" for i in range(1, 7)]
+    assert Image.open(here / "000001.png").size == (96, 72)

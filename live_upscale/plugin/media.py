@@ -371,7 +371,9 @@ def _inside(a: Path, b: Path) -> bool:
 def plan(src: str | Path, dst: str | Path, *, overwrite: bool = False) -> Plan:
     """Check input and destination; raise one ``InputError``/``OutputError`` line, or return what to do."""
     raw = str(dst)
-    src, dst = Path(src), Path(dst)
+    src, dst = Path(src), Path(os.path.abspath(dst))  # "." and ".." become names a temporary sibling can take
+    if not dst.name:
+        raise OutputError(f"output {raw}: cannot replace the root of a file system; choose a folder inside it")
     if not os.path.lexists(src):
         raise InputError(f"input not found: {src}")
     if src.is_dir():
@@ -501,19 +503,28 @@ def _describe(p: Plan) -> None:
 
 
 class _Atomic:
-    """A temporary sibling of the destination, renamed into place by ``commit``; ``abort`` removes it."""
+    """A temporary output renamed into place by ``commit``; ``abort`` removes it.
+
+    A file, or a folder that does not exist yet, is written as a hidden sibling (``.NAME.part.EXT``,
+    ``.NAME.part``) and renamed over the destination. An existing folder (empty, or replaced with
+    ``--overwrite``) keeps its own inode, owner and mode, and may be the working directory or a mount
+    point: the new frames are written into a hidden folder inside it, and ``commit`` swaps the
+    contents (old entries into a hidden trash folder, new ones in, trash removed) with a way back
+    at every step.
+    """
 
     def __init__(self, p: Plan):
         self.plan, self.dst = p, p.dst
         self.folder = p.out == "folder"
+        self.inside = self.folder and p.dst.is_dir()
+        pid = os.getpid()
         name = p.dst.name
-        if self.folder:
-            tmp_name = f".{name}.part"
+        if self.inside:
+            self.tmp = p.dst / f".live-upscale.part-{pid}"
         else:
-            tmp_name = f".{p.dst.stem}.part{p.dst.suffix}"
-        self.tmp = p.dst.with_name(tmp_name)
-        if os.path.lexists(self.tmp):  # a leftover of a killed run, or another run at work: never share it
-            self.tmp = p.dst.with_name(f".{name}.{os.getpid()}.part{'' if self.folder else p.dst.suffix}")
+            self.tmp = p.dst.with_name(f".{name}.part" if self.folder else f".{p.dst.stem}.part{p.dst.suffix}")
+            if os.path.lexists(self.tmp):  # a leftover of a killed run, or another run at work: never share it
+                self.tmp = p.dst.with_name(f".{name}.{pid}.part{'' if self.folder else p.dst.suffix}")
         self.created: list[Path] = []
         self.free: int | None = None  # bytes free on the destination's disk when writing began
 
@@ -523,7 +534,7 @@ class _Atomic:
                 d.mkdir()
                 self.created.append(d)
             try:
-                self.free = shutil.disk_usage(self.dst.absolute().parent).free
+                self.free = shutil.disk_usage(self.dst if self.inside else self.dst.parent).free
             except OSError:
                 pass
             if self.folder:
@@ -551,10 +562,16 @@ class _Atomic:
             self.abort()
         return False
 
+    def _taken(self) -> bool:
+        """Something not ours is at the destination (it was absent, or an empty folder, when we began)."""
+        if not os.path.lexists(self.dst):
+            return False
+        if not (self.folder and self.dst.is_dir()):
+            return True
+        return any(e != self.tmp for e in self.dst.iterdir())
+
     def commit(self) -> None:
-        if not self.plan.overwrite and os.path.lexists(self.dst) and not (
-                self.folder and self.dst.is_dir() and not any(self.dst.iterdir())):
-            # something took the name while we worked: still not ours to replace
+        if not self.plan.overwrite and self._taken():
             raise OutputError(f"output {self.dst} appeared while writing; pass --overwrite (-y) to replace it")
         if not self.folder:
             _fsync(self.tmp)
@@ -562,17 +579,30 @@ class _Atomic:
             return
         for f in self.tmp.iterdir():
             _fsync(f)
-        if not os.path.lexists(self.dst):
+        if not self.inside:
             os.rename(self.tmp, self.dst)
             return
-        old = self.dst.with_name(f".{self.dst.name}.old-{os.getpid()}")
-        os.rename(self.dst, old)  # the old folder stays whole until the new one is in place
+        trash = self.dst / f".live-upscale.old-{os.getpid()}"
+        trash.mkdir()
+        old: list[str] = []
+        new: list[str] = []
         try:
-            os.rename(self.tmp, self.dst)
+            for e in list(self.dst.iterdir()):
+                if e not in (self.tmp, trash):
+                    os.rename(e, trash / e.name)
+                    old.append(e.name)
+            for e in list(self.tmp.iterdir()):
+                os.rename(e, self.dst / e.name)
+                new.append(e.name)
         except BaseException:
-            os.rename(old, self.dst)
+            for n in new:
+                os.rename(self.dst / n, self.tmp / n)
+            for n in old:
+                os.rename(trash / n, self.dst / n)
+            trash.rmdir()
             raise
-        shutil.rmtree(old, ignore_errors=True)
+        self.tmp.rmdir()
+        shutil.rmtree(trash, ignore_errors=True)
 
     def abort(self) -> None:
         with _signals_held():
