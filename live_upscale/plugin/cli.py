@@ -1,9 +1,14 @@
 """``live-upscale``: upscale files, check the machine, run the demo, manage weights.
 
-    live-upscale upscale INPUT -o OUTPUT [--backend auto|classic|realesrgan|...] [--model NAME|PATH] [--scale 2]
+    live-upscale upscale INPUT -o OUTPUT [-y] [--backend auto|classic|realesrgan|...] [--model NAME|PATH] [--scale 2]
     live-upscale demo [-o DIR]           # no downloads, no GPU needed
     live-upscale doctor                  # device, versions, every backend and why it can or cannot run
     live-upscale models list|fetch NAME|path NAME
+
+Every error is one line on stderr (``live-upscale: error: ...``), never a traceback. Exit codes: 0 done,
+1 error, 130 interrupted (Ctrl-C or SIGTERM). Values are checked by pydantic (``UpscaleParams`` and
+``FileOptions``) and reported by flag; files are checked by ``media.plan`` before the backend loads.
+A subcommand is a parser in ``build_parser`` plus a ``cmd_*`` function returning an exit code.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import LiveUpscaleError
 
@@ -136,22 +143,17 @@ def node_params(a: argparse.Namespace):
     return _validate(UpscaleParams, values)
 
 
-def _file_options_model():
-    from pydantic import BaseModel, ConfigDict, Field
+class FileOptions(BaseModel):
+    """The file host's own options (the node's are ``UpscaleParams``)."""
 
-    class FileOptions(BaseModel):
-        """The file host's own options."""
-
-        model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-        batch: int = Field(1, ge=1, le=4096, description="Frames per backend call.")
-        fps: float | None = Field(None, gt=0, le=1000, description="Output frame rate (a folder's, or a new one).")
-        crf: int = Field(16, ge=0, le=51, description="H.264 quality (0 = lossless, 51 = worst).")
-
-    return FileOptions
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    batch: int = Field(1, ge=1, le=4096, description="Frames per backend call.")
+    fps: float | None = Field(None, gt=0, le=1000, description="Output frame rate (a folder's, or a new one).")
+    crf: int = Field(16, ge=0, le=51, description="H.264 quality (0 = lossless, 51 = worst).")
 
 
 def file_options(a: argparse.Namespace):
-    return _validate(_file_options_model(), {k: getattr(a, k, None) for k in ("batch", "fps", "crf")})
+    return _validate(FileOptions, {k: getattr(a, k, None) for k in ("batch", "fps", "crf")})
 
 
 def _check_args(a: argparse.Namespace):
