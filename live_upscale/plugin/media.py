@@ -292,8 +292,10 @@ def probe_video(path: Path) -> VideoInfo:
         if not (0 < float(rate) < 10_000):
             rate = Fraction(30)
         matrix, rot = _display_matrix(first)
-        fmt = getattr(first.format, "name", "") or ""
-        deep = any(t in fmt for t in ("10", "12", "16", "p9")) and "rgb24" not in fmt
+        try:
+            deep = max(c.bits for c in first.format.components) > 8
+        except (AttributeError, ValueError):
+            deep = False
         return VideoInfo(
             size=(first.width, first.height), rate=Fraction(rate), time_base=v.time_base,
             frames=v.frames or None, audio=_audio_codec(c),
@@ -438,7 +440,8 @@ def _check_destination(p: Plan) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise OutputError(f"cannot create {p.dst}: {parent} is a file, not a folder")
-    _check_writable(parent, p.dst)
+    # an existing output folder is written inside (see _Atomic); anything else beside it, in its parent
+    _check_writable(p.dst if (p.out == "folder" and p.dst.is_dir()) else parent, p.dst)
     p.create = list(reversed(missing))
     if p.create:
         p.notes.append(f"creating folder {p.create[-1]}")
@@ -796,10 +799,10 @@ def run(
                 job = _to_video(node, p, tmp, batch, crf, progress, fps)
             else:
                 job = _to_images(node, p, tmp, batch, progress)
-        except OSError as e:
-            if isinstance(e, LiveUpscaleError) or e.errno is None:
-                if isinstance(e, LiveUpscaleError):
-                    raise
+        except OutputError:
+            raise
+        except OSError as e:  # reading errors are InputErrors by now: this one is the destination's
+            if e.errno is None:
                 raise OutputError(f"cannot write {p.dst}: {_short(e)}") from None
             written = _size_of(tmp)
             n = getattr(e, "_frames_out", 0)
