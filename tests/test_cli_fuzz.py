@@ -28,13 +28,14 @@ from live_upscale.plugin import media
 from live_upscale.plugin.cli import main
 
 EXAMPLES = int(os.environ.get("LIVE_UPSCALE_FUZZ_EXAMPLES", "40"))
+NAMES = ["a.png", "b.png", "c.png", "a.mp4", "a.mkv"]  # RGBA, RGB, 16-bit RGB PNG; H.264+AAC in mp4 and mkv
 
 
 _SEEDS: dict[str, bytes] = {}
 
 
 def seeds() -> dict[str, bytes]:
-    """Real files to break: RGBA and RGB PNGs, H.264+AAC in .mp4 and .mkv (made once per session)."""
+    """Real files to break (made once per session)."""
     if _SEEDS:
         return _SEEDS
     d = Path(tempfile.mkdtemp(prefix="lu-seeds-"))
@@ -42,9 +43,10 @@ def seeds() -> dict[str, bytes]:
     rgba = rng.integers(0, 256, (8, 12, 4), dtype=np.uint8)
     Image.fromarray(rgba).save(d / "a.png")
     Image.fromarray(rgba[..., :3]).save(d / "b.png")
+    media._write_deep_png(d / "c.png", rng.integers(0, 65536, (8, 10, 3), dtype=np.int64).astype(np.uint16))
     media.write_test_clip(d / "a.mp4", frames=4, size=(24, 16), fps=24, audio=True)
     media.write_test_clip(d / "a.mkv", frames=4, size=(22, 14), fps=12, audio=True)
-    _SEEDS.update({name: (d / name).read_bytes() for name in ("a.png", "b.png", "a.mp4", "a.mkv")})
+    _SEEDS.update({name: (d / name).read_bytes() for name in NAMES})
     shutil.rmtree(d, ignore_errors=True)
     return _SEEDS
 
@@ -53,7 +55,7 @@ unit = st.floats(0.0, 1.0, allow_nan=False)
 mutation = st.one_of(
     st.tuples(st.just("truncate"), st.floats(0.02, 1.0)),  # (0 bytes has its own test)
     st.tuples(st.just("flip"), st.lists(st.tuples(unit, st.integers(0, 7)), min_size=1, max_size=12)),
-    st.tuples(st.just("splice"), st.sampled_from(["a.png", "b.png", "a.mp4", "a.mkv"]), unit, unit, unit, unit),
+    st.tuples(st.just("splice"), st.sampled_from(NAMES), unit, unit, unit, unit),
     st.tuples(st.just("bytes"), unit, st.binary(min_size=1, max_size=64)),
 )
 
@@ -98,7 +100,7 @@ def _valid_output(path: Path) -> None:
 
 @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize="LIVE_UPSCALE_FUZZ_EXAMPLES" not in os.environ,
           suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.sampled_from(["a.png", "b.png", "a.mp4", "a.mkv"]), muts=st.lists(mutation, min_size=1, max_size=3),
+@given(seed=st.sampled_from(NAMES), muts=st.lists(mutation, min_size=1, max_size=3),
        out=st.sampled_from(["same", "video", "folder"]), scale=st.sampled_from(["2", "1.5"]))
 def test_broken_files_never_crash_change_the_input_or_leave_partial_output(seed, muts, out, scale):
     data = mutate(seeds()[seed], muts)

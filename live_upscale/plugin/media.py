@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import re
 import shutil
 import signal
 import struct
@@ -135,6 +136,7 @@ def image_header(path: Path) -> Still:
 
 def _short(e: BaseException) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
+    text = re.sub(r"^\[Errno -?\d+\] ", "", text)  # FFmpeg's error numbers mean nothing to a reader
     return text if len(text) < 160 else text[:157] + "..."
 
 
