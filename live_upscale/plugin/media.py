@@ -924,11 +924,12 @@ def _to_video(node, p: Plan, tmp: Path, batch, crf, progress, fps_override) -> J
         aout, a_transcode = _audio_stream(out, ain, p.dst)
         bad_audio = [0]
         last = {"pts": None, "fixed": 0}
+        step = max(1, round(1 / (float(rate) * float(time_base))))  # one frame in time_base units
 
         def write(frame: np.ndarray, tag) -> None:
             pts, _fmt = tag
-            if pts is None or (last["pts"] is not None and pts <= last["pts"]):
-                pts = 0 if last["pts"] is None else last["pts"] + 1
+            if pts is None or (last["pts"] is not None and pts <= last["pts"]):  # missing or going back:
+                pts = 0 if last["pts"] is None else last["pts"] + step  # one frame at the nominal rate later
                 last["fixed"] += 1
             last["pts"] = pts
             vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
@@ -975,7 +976,7 @@ def _to_video(node, p: Plan, tmp: Path, batch, crf, progress, fps_override) -> J
         if last["fixed"] > 1:
             notes.append(f"{last['fixed']} frames had missing or out-of-order timestamps and were renumbered")
         if bad_audio[0]:
-            notes.append(f"{bad_audio[0]} corrupt audio packets were dropped")
+            notes.append(f"{bad_audio[0]} audio packets could not be copied (out of order or corrupt) and were dropped")
         job.fps = float(rate)
         job.audio = aout is not None
         job.notes = notes
