@@ -634,3 +634,15 @@ def test_the_working_directory_as_output_folder_stays_the_same_folder(tmp_path, 
     assert rc == 0, err
     assert here.stat().st_ino == inode and sorted(os.listdir(here)) == [f"{i:06d}.png" for i in range(1, 7)]
     assert Image.open(here / "000001.png").size == (96, 72)
+
+
+def test_a_file_spliced_onto_itself_encodes_with_repaired_timestamps(tmp_path, capsys):
+    """Two copies of a clip back to back: timestamps restart mid-file; the output still muxes."""
+    one = media.write_test_clip(tmp_path / "one.mkv", frames=4, size=(22, 14), fps=12, audio=True)
+    twice = tmp_path / "twice.mkv"
+    twice.write_bytes(one.read_bytes() * 2)
+    rc, _, err = cli(capsys, twice, "-o", tmp_path / "out.mp4")
+    assert rc == 0, err
+    assert "renumbered" in err
+    fr = frames_of(tmp_path / "out.mp4")
+    assert len(fr) >= 4 and all(b.pts > a.pts for a, b in zip(fr, fr[1:]))
