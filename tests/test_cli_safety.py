@@ -234,15 +234,18 @@ def test_every_unreadable_input_is_one_line_and_nothing_is_written(tmp_path, cli
 
 
 def test_bomb_header_is_refused_without_allocating(tmp_path):
+    import resource
     import tracemalloc
 
     bomb = _bomb_png(tmp_path / "bomb.png", 40000, 40000)  # 1.6 Gpx: 4.8 GB as RGB
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux: the process's high-water mark
     tracemalloc.start()
     with pytest.raises(media.InputError, match="decompression bomb"):
         media.plan(bomb, tmp_path / "out.png")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 50e6
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 500_000  # decoding would add ~4.8 GB
     assert not (tmp_path / "out.png").exists()
 
 
