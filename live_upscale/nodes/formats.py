@@ -14,6 +14,7 @@ there: no host round trip, no sync.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Literal
 
 import numpy as np
@@ -21,6 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+
+try:  # the CPU fast paths below; without OpenCV the torch paths do the same
+    import cv2
+except ImportError:  # pragma: no cover
+    cv2 = None
 
 Layout = Literal["HWC", "CHW"]
 Channels = Literal["RGB", "RGBA", "BGR", "BGRA", "GRAY"]
@@ -207,6 +213,9 @@ def decode(
     NaN becomes 0 and +/-Inf is clamped, so one broken frame cannot poison temporal state.
     ``upload``: reusable pinned buffers for CPU frames bound for a CUDA device (the node keeps one).
     """
+    fast = _decode_cv(frame, fmt, device)
+    if fast is not None:
+        return fast
     t = as_tensor(frame)
     if t.device.type == "meta":
         raise InputError("frame has no data (a meta tensor)")
@@ -263,6 +272,9 @@ def encode(
     fmt = FrameFormat.parse(fmt)
     if rgb.dim() != 4 or rgb.shape[0] != 1 or rgb.shape[1] != 3:
         raise InputError(f"encode expects (1,3,H,W), got {tuple(rgb.shape)}")
+    fast = _encode_cv(rgb, fmt, alpha)
+    if fast is not None:
+        return fast
     x = rgb[0].float().clamp(0.0, 1.0)
     h, w = x.shape[-2:]
     order = fmt.channels
@@ -291,3 +303,104 @@ def encode(
     if fmt.batched:
         x = x.unsqueeze(0)
     return x.contiguous()
+
+
+# --- CPU fast paths (OpenCV): HWC uint8/float32 <-> planar float32, one pass per plane ---------------------
+
+_CV_DTYPES = {"uint8": np.uint8, "float32": np.float32}
+_CV_CHANNELS = ("RGB", "RGBA", "BGR", "BGRA")
+
+
+def _cv_frame(frame) -> np.ndarray | None:
+    """A CPU frame as a numpy array (no copy), or None when the fast path does not apply."""
+    if isinstance(frame, np.ndarray):
+        return frame
+    if isinstance(frame, torch.Tensor) and frame.device.type == "cpu" and not frame.requires_grad:
+        if frame.dtype in (torch.uint8, torch.float32):
+            return frame.numpy()
+    return None
+
+
+def _decode_cv(frame, fmt, device) -> tuple[torch.Tensor, torch.Tensor | None, FrameFormat] | None:
+    """HWC uint8/float32 RGB(A)/BGR(A) on the host, bound for the CPU: split and scaled plane by plane in
+    OpenCV (the torch path does a strided transpose per element). None when it does not apply."""
+    if cv2 is None or (device is not None and torch.device(device).type != "cpu"):
+        return None
+    a = _cv_frame(frame)
+    if a is None or a.dtype not in (np.uint8, np.float32) or a.ndim not in (3, 4):
+        return None
+    try:
+        shape_only = SimpleNamespace(dtype=torch.uint8 if a.dtype == np.uint8 else torch.float32, shape=a.shape)
+        fmt = FrameFormat.parse(fmt) or infer_format(shape_only)
+    except InputError:
+        return None
+    if (
+        fmt.layout != "HWC" or fmt.channels not in _CV_CHANNELS or _CV_DTYPES.get(fmt.dtype) is not a.dtype.type
+        or (a.ndim == 4) != fmt.batched
+    ):
+        return None
+    if a.ndim == 4:
+        if a.shape[0] != 1:
+            return None
+        a = a[0]
+    h, w, c = a.shape
+    if c != fmt.n_channels or h < 1 or w < 1:
+        return None
+    if fmt.flipped:
+        a = cv2.flip(a, 0)
+    planes = list(cv2.split(np.ascontiguousarray(a)))
+    order = (2, 1, 0) if fmt.channels.startswith("BGR") else (0, 1, 2)
+    out = np.empty((4 if c == 4 else 3, h, w), np.float32)
+    for dst, src in zip(out, [planes[i] for i in order] + planes[3:]):
+        if a.dtype == np.uint8:
+            cv2.multiply(src, 1.0 / 255.0, dst=dst, dtype=cv2.CV_32F)
+        else:
+            dst[...] = src
+    if a.dtype == np.float32:  # NaN -> 0, clamp to [0, 1] (+Inf -> 1, -Inf -> 0)
+        flat = out.reshape(-1, w)
+        cv2.patchNaNs(flat, 0.0)
+        cv2.threshold(flat, 1.0, 1.0, cv2.THRESH_TRUNC, dst=flat)
+        cv2.threshold(flat, 0.0, 0.0, cv2.THRESH_TOZERO, dst=flat)
+    t = torch.from_numpy(out)
+    alpha = t[3:4].unsqueeze(0) if c == 4 else None
+    return t[:3].unsqueeze(0), alpha, fmt
+
+
+def _encode_cv(rgb: torch.Tensor, fmt: FrameFormat, alpha: torch.Tensor | None) -> torch.Tensor | None:
+    """Planar float32 on the CPU -> HWC uint8/float32 RGB(A)/BGR(A): clamped, scaled and interleaved plane by
+    plane in OpenCV (uint8: rounded to nearest, as the torch path). None when it does not apply."""
+    if (
+        cv2 is None or rgb.device.type != "cpu" or rgb.dtype != torch.float32 or rgb.requires_grad
+        or fmt.layout != "HWC" or fmt.channels not in _CV_CHANNELS or fmt.dtype not in _CV_DTYPES
+    ):
+        return None
+    x = rgb[0]
+    if not x.is_contiguous():
+        x = x.contiguous()
+    h, w = x.shape[-2:]
+    planes = list(x.numpy())
+    if fmt.channels.startswith("BGR"):
+        planes.reverse()
+    if fmt.n_channels == 4:
+        if alpha is None:
+            planes.append(None)
+        else:
+            a = alpha.detach().to("cpu", torch.float32)
+            if a.shape[-2:] != (h, w):
+                a = F.interpolate(a.reshape(1, 1, *a.shape[-2:]), size=(h, w), mode="bilinear", align_corners=False)
+            planes.append(np.ascontiguousarray(a.reshape(h, w).numpy()))
+    u8 = fmt.dtype == "uint8"
+    chans = []
+    for p in planes:
+        if p is None:
+            chans.append(np.full((h, w), 255 if u8 else 1.0, np.uint8 if u8 else np.float32))
+            continue
+        q = cv2.threshold(p, 0.0, 0.0, cv2.THRESH_TOZERO)[1]
+        chans.append(cv2.convertScaleAbs(q, alpha=255.0) if u8 else cv2.threshold(q, 1.0, 1.0, cv2.THRESH_TRUNC, dst=q)[1])
+    out = cv2.merge(chans)
+    if out.ndim == 2:
+        out = out[..., None]
+    if fmt.flipped:
+        out = cv2.flip(out, 0)
+    t = torch.from_numpy(out)
+    return t.unsqueeze(0) if fmt.batched else t
