@@ -21,6 +21,7 @@ _QUALITY = {"fast": ("bicubic", 0.0), "balanced": ("lanczos", 0.3), "high": ("la
 
 class ClassicEngine(Engine):
     caps = Capabilities(min_scale=1.0, max_scale=8.0, notes="resampling + unsharp mask; no weights")
+    channels_last_ok = True  # takes and returns (N,3,H,W) in any memory layout (OpenCV works channels-last)
 
     def __init__(self, config: EngineConfig):
         super().__init__(config)

@@ -322,11 +322,12 @@ def _cv_frame(frame) -> np.ndarray | None:
 
 
 def _decode_cv(frame, fmt, device) -> tuple[torch.Tensor, torch.Tensor | None, FrameFormat] | None:
-    """HWC uint8/float32 RGB(A)/BGR(A) on the host, bound for the CPU: split and scaled plane by plane in
-    OpenCV (the torch path does a strided transpose per element). None when it does not apply."""
+    """HWC uint8/float32 RGB(A)/BGR(A) on the host, bound for the CPU: converted in OpenCV, one pass, into a
+    channels-last ``(1,3,H,W)`` tensor (the layout the OpenCV paths work in; no transpose). None when it
+    does not apply."""
     if cv2 is None or (device is not None and torch.device(device).type != "cpu"):
         return None
-    a = _cv_frame(frame)
+    a = host = _cv_frame(frame)
     if a is None or a.dtype not in (np.uint8, np.float32) or a.ndim not in (3, 4):
         return None
     try:
@@ -346,61 +347,58 @@ def _decode_cv(frame, fmt, device) -> tuple[torch.Tensor, torch.Tensor | None, F
     h, w, c = a.shape
     if c != fmt.n_channels or h < 1 or w < 1:
         return None
-    if fmt.flipped:
-        a = cv2.flip(a, 0)
-    planes = list(cv2.split(np.ascontiguousarray(a)))
-    order = (2, 1, 0) if fmt.channels.startswith("BGR") else (0, 1, 2)
-    out = np.empty((4 if c == 4 else 3, h, w), np.float32)
-    for dst, src in zip(out, [planes[i] for i in order] + planes[3:]):
-        if a.dtype == np.uint8:
-            cv2.multiply(src, 1.0 / 255.0, dst=dst, dtype=cv2.CV_32F)
-        else:
-            dst[...] = src
-    if a.dtype == np.float32:  # NaN -> 0, clamp to [0, 1] (+Inf -> 1, -Inf -> 0)
-        flat = out.reshape(-1, w)
-        cv2.patchNaNs(flat, 0.0)
-        cv2.threshold(flat, 1.0, 1.0, cv2.THRESH_TRUNC, dst=flat)
-        cv2.threshold(flat, 0.0, 0.0, cv2.THRESH_TOZERO, dst=flat)
-    t = torch.from_numpy(out)
-    alpha = t[3:4].unsqueeze(0) if c == 4 else None
-    return t[:3].unsqueeze(0), alpha, fmt
+    a = cv2.flip(a, 0) if fmt.flipped else np.ascontiguousarray(a)
+    conv = {"RGB": None, "BGR": cv2.COLOR_BGR2RGB, "RGBA": cv2.COLOR_RGBA2RGB, "BGRA": cv2.COLOR_BGRA2RGB}[fmt.channels]
+    rgb = cv2.cvtColor(a, conv) if conv is not None else a
+    alpha = cv2.extractChannel(a, 3) if c == 4 else None
+    if a.dtype == np.uint8:
+        s = 1.0 / 255.0
+        rgb = cv2.multiply(rgb, (s, s, s, s), dtype=cv2.CV_32F)
+        alpha = cv2.multiply(alpha, s, dtype=cv2.CV_32F) if alpha is not None else None
+    else:  # NaN -> 0, clamp to [0, 1] (+Inf -> 1, -Inf -> 0); never in the host's own memory
+        rgb = rgb.copy() if np.shares_memory(rgb, host) else rgb
+        for x in (rgb, alpha) if alpha is not None else (rgb,):
+            flat = x.reshape(h, -1)
+            cv2.patchNaNs(flat, 0.0)
+            cv2.threshold(flat, 1.0, 1.0, cv2.THRESH_TRUNC, dst=flat)
+            cv2.threshold(flat, 0.0, 0.0, cv2.THRESH_TOZERO, dst=flat)
+    rgb_t = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
+    alpha_t = torch.from_numpy(alpha).view(1, 1, h, w) if alpha is not None else None
+    return rgb_t, alpha_t, fmt
 
 
 def _encode_cv(rgb: torch.Tensor, fmt: FrameFormat, alpha: torch.Tensor | None) -> torch.Tensor | None:
-    """Planar float32 on the CPU -> HWC uint8/float32 RGB(A)/BGR(A): clamped, scaled and interleaved plane by
-    plane in OpenCV (uint8: rounded to nearest, as the torch path). None when it does not apply."""
+    """CPU float32 ``(1,3,H,W)`` (channels-last or planar) -> HWC uint8/float32 RGB(A)/BGR(A): clamped, scaled
+    and interleaved in OpenCV (uint8: rounded to nearest, as the torch path). None when it does not apply."""
     if (
         cv2 is None or rgb.device.type != "cpu" or rgb.dtype != torch.float32 or rgb.requires_grad
         or fmt.layout != "HWC" or fmt.channels not in _CV_CHANNELS or fmt.dtype not in _CV_DTYPES
     ):
         return None
-    x = rgb[0]
-    if not x.is_contiguous():
-        x = x.contiguous()
-    h, w = x.shape[-2:]
-    planes = list(x.numpy())
-    if fmt.channels.startswith("BGR"):
-        planes.reverse()
+    h, w = rgb.shape[-2:]
+    hwc = rgb[0].permute(1, 2, 0)
+    if hwc.is_contiguous():
+        x = hwc.detach().numpy()
+        x = cv2.cvtColor(x, cv2.COLOR_RGB2BGR) if fmt.channels.startswith("BGR") else x
+    else:
+        planes = list(rgb[0].detach().contiguous().numpy())
+        x = cv2.merge(planes[::-1] if fmt.channels.startswith("BGR") else planes)
+    u8 = fmt.dtype == "uint8"
+    x = cv2.threshold(x, 0.0, 0.0, cv2.THRESH_TOZERO)[1]  # a new array: the frame itself is never written
+    x = cv2.convertScaleAbs(x, alpha=255.0) if u8 else cv2.threshold(x, 1.0, 1.0, cv2.THRESH_TRUNC, dst=x)[1]
     if fmt.n_channels == 4:
         if alpha is None:
-            planes.append(None)
+            a = np.full((h, w), 255 if u8 else 1.0, np.uint8 if u8 else np.float32)
         else:
-            a = alpha.detach().to("cpu", torch.float32)
-            if a.shape[-2:] != (h, w):
-                a = F.interpolate(a.reshape(1, 1, *a.shape[-2:]), size=(h, w), mode="bilinear", align_corners=False)
-            planes.append(np.ascontiguousarray(a.reshape(h, w).numpy()))
-    u8 = fmt.dtype == "uint8"
-    chans = []
-    for p in planes:
-        if p is None:
-            chans.append(np.full((h, w), 255 if u8 else 1.0, np.uint8 if u8 else np.float32))
-            continue
-        q = cv2.threshold(p, 0.0, 0.0, cv2.THRESH_TOZERO)[1]
-        chans.append(cv2.convertScaleAbs(q, alpha=255.0) if u8 else cv2.threshold(q, 1.0, 1.0, cv2.THRESH_TRUNC, dst=q)[1])
-    out = cv2.merge(chans)
-    if out.ndim == 2:
-        out = out[..., None]
+            at = alpha.detach().to("cpu", torch.float32)
+            if at.shape[-2:] != (h, w):
+                at = F.interpolate(at.reshape(1, 1, *at.shape[-2:]), size=(h, w), mode="bilinear", align_corners=False)
+            a = cv2.threshold(np.ascontiguousarray(at.reshape(h, w).numpy()), 0.0, 0.0, cv2.THRESH_TOZERO)[1]
+            a = cv2.convertScaleAbs(a, alpha=255.0) if u8 else cv2.threshold(a, 1.0, 1.0, cv2.THRESH_TRUNC, dst=a)[1]
+        x = cv2.merge([x, a])
+    if x.ndim == 2:
+        x = x[..., None]
     if fmt.flipped:
-        out = cv2.flip(out, 0)
-    t = torch.from_numpy(out)
+        x = cv2.flip(x, 0)
+    t = torch.from_numpy(x)
     return t.unsqueeze(0) if fmt.batched else t

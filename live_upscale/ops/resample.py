@@ -143,7 +143,7 @@ def _phase_kernels(n_in: int, n_out: int) -> tuple[tuple[np.ndarray, int], ...]:
 
 
 def _cv_axis(p: np.ndarray, n_out: int, axis: int, dst: np.ndarray | None = None) -> np.ndarray:
-    """Resample one 2-D float32 plane along ``axis`` (1 = columns, 0 = rows) with the Lanczos filter."""
+    """Resample one float32 image ``(H, W)`` or ``(H, W, C)`` along ``axis`` (1 = columns, 0 = rows)."""
     n_in = p.shape[axis]
     up, down = _factor(n_in, n_out)
     kernels = _phase_kernels(n_in, n_out)
@@ -151,17 +151,18 @@ def _cv_axis(p: np.ndarray, n_out: int, axis: int, dst: np.ndarray | None = None
     if axis == 1:
         if up > 1:
             phases = [cv2.filter2D(p, -1, k[None, :], anchor=(a, 0), borderType=rep) for k, a in kernels]
-            y = cv2.merge(phases).reshape(p.shape[0], n_out)
+            y = cv2.merge(phases).reshape(p.shape[0], n_out, *p.shape[2:])
         else:
-            y = np.ascontiguousarray(cv2.filter2D(p, -1, kernels[0][0][None, :], anchor=(kernels[0][1], 0), borderType=rep)[:, ::down])
+            k, a = kernels[0]
+            y = np.ascontiguousarray(cv2.filter2D(p, -1, k[None, :], anchor=(a, 0), borderType=rep)[:, ::down])
         if dst is not None:
             dst[...] = y
             return dst
         return y
     if dst is None:
-        dst = np.empty((n_out, p.shape[1]), np.float32)
+        dst = np.empty((n_out, *p.shape[1:]), np.float32)
     if up > 1:
-        rows = dst.reshape(n_in, up, p.shape[1])
+        rows = dst.reshape(n_in, up, *p.shape[1:])
         for ph, (k, a) in enumerate(kernels):
             cv2.filter2D(p, -1, k[:, None], dst=rows[:, ph], anchor=(0, a), borderType=rep)
     else:
@@ -181,17 +182,46 @@ def _cv_ok(x: torch.Tensor, size: tuple[int, int]) -> bool:
     )
 
 
+def hwc_view(x: torch.Tensor) -> np.ndarray | None:
+    """``(1, C, H, W)`` CPU float32 stored channels-last (the OpenCV path's layout) as its ``(H, W, C)`` numpy
+    array, sharing memory; None for any other tensor."""
+    if (
+        cv2 is None or x.dim() != 4 or x.shape[0] != 1 or x.device.type != "cpu" or x.dtype != torch.float32
+        or x.requires_grad or x.shape[1] > 4
+    ):
+        return None
+    v = x[0].permute(1, 2, 0)
+    return v.detach().numpy() if v.is_contiguous() else None
+
+
+def from_hwc(a: np.ndarray) -> torch.Tensor:
+    """An ``(H, W, C)`` float32 array as a ``(1, C, H, W)`` channels-last tensor (no copy)."""
+    if a.ndim == 2:
+        a = a[..., None]
+    return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0)
+
+
+def _cv_image(p: np.ndarray, size: tuple[int, int], dst: np.ndarray | None = None) -> np.ndarray:
+    h, w = p.shape[:2]
+    mid = _cv_axis(p, size[1], 1) if w != size[1] else p
+    if h != size[0]:
+        return _cv_axis(mid, size[0], 0, dst=dst)
+    if dst is None:
+        return mid.copy() if mid is p else mid
+    dst[...] = mid
+    return dst
+
+
 def _lanczos_cv(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    hwc = hwc_view(x)
+    if hwc is not None:  # channels-last: all channels in each OpenCV call
+        return from_hwc(_cv_image(hwc, size))
     lead = x.shape[:-2]
     h, w = x.shape[-2:]
     planes = x.detach().reshape(-1, h, w).contiguous().numpy()
     out = np.empty((planes.shape[0], *size), np.float32)
     for i, p in enumerate(planes):
-        mid = _cv_axis(p, size[1], 1) if w != size[1] else p
-        if h != size[0]:
-            _cv_axis(mid, size[0], 0, dst=out[i])
-        else:
-            out[i] = mid
+        _cv_image(p, size, dst=out[i])
     return torch.from_numpy(out).view(*lead, *size)
 
 
@@ -240,8 +270,21 @@ def _cv_planes(x: torch.Tensor) -> np.ndarray | None:
     return x.detach().numpy().reshape(-1, *x.shape[-2:])
 
 
+def _cv_flat(x: torch.Tensor) -> np.ndarray | None:
+    """``x``'s memory as one 2-D float32 array (any dense layout OpenCV can treat element-wise), or None."""
+    hwc = hwc_view(x)
+    if hwc is not None:
+        return hwc.reshape(hwc.shape[0], -1)
+    planes = _cv_planes(x)
+    return planes.reshape(-1, x.shape[-1]) if planes is not None else None
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of ``(N,C,H,W)`` with replicate borders (radius ``ceil(2.5 sigma)``)."""
+    hwc = hwc_view(x)
+    if hwc is not None:
+        k = _gauss_kernel_np(float(sigma))
+        return from_hwc(cv2.sepFilter2D(hwc, -1, k, k, borderType=cv2.BORDER_REPLICATE))
     planes = _cv_planes(x)
     if planes is not None:
         k = _gauss_kernel_np(float(sigma))
@@ -263,21 +306,19 @@ def unsharp(x: torch.Tensor, amount: float, sigma: float = 1.0) -> torch.Tensor:
     if amount <= 0:
         return x
     blur = gaussian_blur(x, sigma)
-    planes = _cv_planes(x)
-    if planes is not None and blur.is_contiguous():
-        h, w = x.shape[-2:]
-        out = cv2.addWeighted(planes.reshape(-1, w), 1.0 + amount, blur.numpy().reshape(-1, w), -amount, 0.0)
-        return torch.from_numpy(out).view(x.shape)
+    a, b = _cv_flat(x), _cv_flat(blur)
+    if a is not None and b is not None and a.shape == b.shape and (hwc_view(x) is None) == (hwc_view(blur) is None):
+        out = cv2.addWeighted(a, 1.0 + amount, b, -amount, 0.0)
+        return from_hwc(out.reshape(x.shape[2], x.shape[3], -1)) if hwc_view(x) is not None else torch.from_numpy(out).view(x.shape)
     return x + amount * (x - blur)
 
 
 def clamp01_(x: torch.Tensor) -> torch.Tensor:
     """Clamp to [0, 1] in place. On CPU float32 this runs in OpenCV: a
     large torch op right after OpenCV work can wait on OpenCV's busy worker threads on a small machine."""
-    planes = _cv_planes(x)
-    if planes is None:
+    flat = _cv_flat(x)
+    if flat is None:
         return x.clamp_(0.0, 1.0)
-    flat = planes.reshape(-1, x.shape[-1])
     cv2.threshold(flat, 1.0, 1.0, cv2.THRESH_TRUNC, dst=flat)
     cv2.threshold(flat, 0.0, 0.0, cv2.THRESH_TOZERO, dst=flat)
     return x
