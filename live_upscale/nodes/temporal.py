@@ -2,10 +2,12 @@
 
 Stabilizer (for frame-by-frame backends: classic, realesrgan, RTX VSR). Each frame:
 
-1. motion between the previous and the current *low-res* frame, on the luma, at a working size
-   chosen for the device: on the CPU OpenCV's DIS flow (ultrafast preset; no weights) at up to
-   ``cpu_flow_side`` px; on CUDA/MPS pyramid Lucas-Kanade in torch (a few dozen small convolutions,
-   no host sync) at up to ``max_flow_side`` px;
+1. motion between the previous and the current *low-res* frame, on the luma, at a working size of
+   at most ``max_flow_side`` px (halvings; 512: on Vid4 halving it once more costs 1.3 warping-error
+   points): on CUDA/MPS pyramid Lucas-Kanade in torch (a few dozen small convolutions, no host
+   sync); on the CPU OpenCV's DIS flow (ultrafast preset, no weights; about 1 ms) refined by two
+   Lucas-Kanade iterations at the working size (``ops.flow.lk_flow_cv``), which on Vid4 is slightly
+   better than the full pyramid and a fraction of its cost (DIS alone is worse, see the README);
 2. the previous *output* is warped onto the current frame (bicubic sampling keeps detail when
    the history is resampled frame after frame) and clamped to the current output's 3x3
    min/max (the TAA neighbourhood clamp that stops ghost trails);
@@ -45,17 +47,23 @@ def _hwc(t: torch.Tensor) -> np.ndarray:
     v = hwc_view(t)
     return v if v is not None else cv2.merge(list(t[0].detach().float().contiguous().numpy()))
 
+
 class Stabilizer:
     """Motion-compensated recursive blend of the upscaler's outputs. See the module docstring."""
 
     DIS_PRESET = "ULTRAFAST"
 
     def __init__(self, cut_threshold: float = 0.12, tau: float = 0.01, max_flow_side: int = 512,
-                 detail_sigma: float | None = 0.05, cpu_flow: str = "lk"):
+                 detail_sigma: float | None = 0.05, cpu_flow: str = "dis+lk", refine_iters: int = 2):
         self.cut_threshold = cut_threshold
         self.detail_sigma = detail_sigma
         self.max_flow_side = max_flow_side
-        self.cpu_flow = cpu_flow  # "lk" (lk_flow_cv) or "dis" (OpenCV DIS; measured worse on Vid4, see README)
+        # CPU flow: "dis+lk" = DIS (ultrafast) refined by `refine_iters` Lucas-Kanade iterations at the working
+        # size; "lk" = the full pyramid LK (as the torch path, slower); "dis" alone (worse on Vid4, see README)
+        if cpu_flow not in ("dis+lk", "lk", "dis"):
+            raise ValueError(f"cpu_flow must be 'dis+lk', 'lk' or 'dis', not {cpu_flow!r}")
+        self.cpu_flow = cpu_flow
+        self.refine_iters = refine_iters
         self.tau = tau
         self._dis = None
         self.reset()
@@ -64,7 +72,7 @@ class Stabilizer:
         self.prev_lr: torch.Tensor | None = None
         self.prev_hr: torch.Tensor | None = None
         self.prev_thumb: torch.Tensor | None = None
-        self._cv_prev: tuple | None = None  # CPU path: (gray uint8 at the flow size, thumbnail, lr shape)
+        self._cv_prev: tuple | None = None  # CPU path: (luma at the flow size, 16x16 thumbnail, lr shape)
 
     def __call__(self, lr: torch.Tensor, hr: torch.Tensor, strength: float) -> torch.Tensor:
         """``lr (N,3,h,w)`` inputs and ``hr (N,3,H,W)`` backend outputs, in order -> stabilized outputs."""
@@ -145,12 +153,16 @@ class Stabilizer:
         self._cv_prev, self.prev_hr = (gray, thumb, lr.shape), hr
         if float(np.abs(thumb - prev[1]).mean()) >= self.cut_threshold:  # scene cut: the current output as is
             return hr_t
-        if self.cpu_flow == "dis":
+        # backward flow: cur(p) ~ prev(p + flow(p)), in pixels of `gray`
+        if self.cpu_flow == "lk":
+            flow = lk_flow_cv(gray, prev[0])
+        else:
             if self._dis is None:
                 self._dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{self.DIS_PRESET}"))
-            flow = self._dis.calc(cv2.convertScaleAbs(gray, alpha=255.0), cv2.convertScaleAbs(prev[0], alpha=255.0), None)
-        else:
-            flow = lk_flow_cv(gray, prev[0])  # backward: cur(p) ~ prev(p + flow(p)), pixels of `gray`
+            g8, p8 = cv2.convertScaleAbs(gray, alpha=255.0), cv2.convertScaleAbs(prev[0], alpha=255.0)
+            flow = self._dis.calc(g8, p8, None)
+            if self.cpu_flow == "dis+lk" and self.refine_iters > 0:
+                flow = lk_flow_cv(gray, prev[0], iters=self.refine_iters, init=flow)
         fh, fw = flow.shape[:2]
         flow = cv2.resize(flow, (big_w, big_h), interpolation=cv2.INTER_LINEAR)
         cv2.multiply(flow, (big_w / fw, big_h / fh, 0.0, 0.0), dst=flow)

@@ -110,7 +110,7 @@ def _half_cv(x):
     return cv2.resize(x, ((x.shape[1] + 1) // 2, (x.shape[0] + 1) // 2), interpolation=cv2.INTER_AREA)
 
 
-def lk_flow_cv(cur, prev, levels: int = 4, iters: int = 3, win: int = 7):
+def lk_flow_cv(cur, prev, levels: int = 4, iters: int = 3, win: int = 7, init=None):
     """:func:`lk_flow` on ``(H, W)`` float32 numpy images, step for step in OpenCV (one ``remap`` per
     iteration, box filters, element-wise ops; the windows near the border weigh replicated pixels instead
     of leaving them out). Returns the backward flow ``cur -> prev`` as ``(H, W, 2)`` float32 pixels."""
@@ -122,12 +122,14 @@ def lk_flow_cv(cur, prev, levels: int = 4, iters: int = 3, win: int = 7):
         pyr_p.append(_half_cv(pyr_p[-1]))
     rep = cv2.BORDER_REPLICATE
     kx = np.array([[-0.5, 0.0, 0.5]], np.float32)
-    flow = None
+    flow = init
+    if init is not None:  # refine a given flow at full size only
+        pyr_c, pyr_p = [cur], [prev]
     for c, p in zip(reversed(pyr_c), reversed(pyr_p)):
         h, w = c.shape[:2]
         if flow is None:
             flow = np.zeros((h, w, 2), np.float32)
-        else:
+        elif flow.shape[:2] != (h, w):
             sy, sx = h / flow.shape[0], w / flow.shape[1]
             flow = cv2.multiply(cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR), (sx, sy, 0.0, 0.0))
         for _ in range(iters):
