@@ -164,8 +164,8 @@ class Stabilizer:
             if self.cpu_flow == "dis+lk" and self.refine_iters > 0:
                 flow = lk_flow_cv(gray, prev[0], iters=self.refine_iters, init=flow)
         fh, fw = flow.shape[:2]
+        cv2.multiply(flow, (big_w / fw, big_h / fh, 0.0, 0.0), dst=flow)  # in HR pixels, scaled while small
         flow = cv2.resize(flow, (big_w, big_h), interpolation=cv2.INTER_LINEAR)
-        cv2.multiply(flow, (big_w / fw, big_h / fh, 0.0, 0.0), dst=flow)
         hist = cv2.remap(hist_prev, flow, None, cv2.INTER_CUBIC | cv2.WARP_RELATIVE_MAP, borderMode=cv2.BORDER_REPLICATE)
         # neighbourhood clamp: history may only take values the current output has within 3x3
         cv2.max(hist, cv2.erode(hr, None), dst=hist)

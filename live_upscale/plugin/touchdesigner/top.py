@@ -32,7 +32,7 @@ import torch
 from ...errors import BackendUnavailable, LiveUpscaleError, one_line
 from ...nodes import UpscaleNode, formats, resolve_device
 from ...ops.resample import out_size, resize
-from . import interop, parameters
+from . import host_io, interop, parameters
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,8 @@ class UpscaleTOP:
     def __init__(self, script_op=None, device: str | torch.device = "auto"):
         self.op = script_op
         self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
+        if self.device.type == "cpu" and str(device).strip().lower() in ("auto", ""):
+            self.device = host_io.device()  # no CUDA: MPS where torch has it (Apple Silicon), else the CPU
         self.node: UpscaleNode | None = None
         self.stream = torch.cuda.Stream(device=self.device) if self.device.type == "cuda" else None
         self._keep: deque[tuple[Any, Any]] = deque(maxlen=KEEP_COOKS)
@@ -140,13 +142,31 @@ class UpscaleTOP:
     def _stream_handle(self) -> int | None:
         return self.stream.cuda_stream if self.stream is not None else None
 
+    @property
+    def uses_numpy(self) -> bool:
+        """Without CUDA, frames go through host memory: TOP.numpyArray() in, copyNumpyArray() out."""
+        return self.device.type != "cuda" and not ALLOW_HOST_MEMORY
+
+    @property
+    def io_path(self) -> str:
+        return f"{host_io.PATH_NAME} on {self.device}" if self.uses_numpy else f"CUDA memory on {self.device}"
+
+    def _out_fmt(self, lay: interop.TexLayout) -> formats.FrameFormat:
+        return host_io.out_format(lay) if self.uses_numpy else lay.fmt
+
     def _read_input(self, src):
+        if self.uses_numpy:
+            a, lay = host_io.read(src)
+            return None, a, lay
         mem = src.cudaMemory(stream=self._stream_handle)
         x, lay = interop.tensor_from_memory(mem, self.device, allow_host=ALLOW_HOST_MEMORY)
         return mem, x, lay
 
     def _emit(self, script_op, out: torch.Tensor, lay: interop.TexLayout) -> None:
         """Copy ``out`` (HWC, ``lay``'s dtype) into the Script TOP on our stream."""
+        if self.uses_numpy:
+            self.out_size = host_io.write(script_op, out)
+            return
         if out.dtype != torch.uint8 and lay.dtype == np.uint16:
             out = out.clamp(0, 65535).to(torch.uint16)  # formats encodes uint16 as int32
         out = out.contiguous()
@@ -192,7 +212,7 @@ class UpscaleTOP:
                 self._keep[-1] = (mem, None)
                 self.in_size = (lay.height, lay.width)
                 self._load()
-                y = self.node.cook(x, in_format=lay.fmt, out_format=lay.fmt)
+                y = self.node.cook(x, in_format=lay.fmt, out_format=self._out_fmt(lay))
                 self._emit(script_op, y, lay)
             self.last_error = ""
         except Exception as e:  # noqa: BLE001 - TD must never see an exception from a cook
@@ -213,7 +233,7 @@ class UpscaleTOP:
                 rgb, alpha, _ = formats.decode(x, lay.fmt)
                 size = out_size(lay.height, lay.width, self._scale(params))
                 y = resize(rgb, size, "bicubic").clamp_(0.0, 1.0)
-                self._emit(script_op, formats.encode(y, lay.fmt, alpha), lay)
+                self._emit(script_op, formats.encode(y, self._out_fmt(lay), alpha), lay)
             self._warn(script_op, f"live-upscale: {self.last_error} (input passed through)")
         except Exception as e2:  # noqa: BLE001
             self._error(script_op, f"live-upscale: {self.last_error} (pass-through failed too: {_err_text(e2)})")
@@ -235,7 +255,8 @@ class UpscaleTOP:
         engine = n.engine.describe() if n is not None and n.engine is not None else ""
         ms = n.ms_per_frame if n is not None else None
         return {
-            "Backendinuse": f"{n.backend_id}: {engine}" if n is not None and n.backend_id else "(not loaded)",
+            "Backendinuse": (f"{n.backend_id}: {engine}" if n is not None and n.backend_id else "(not loaded)")
+            + f" | frames via {self.io_path}",
             "Msperframe": round(float(ms), 2) if ms is not None else 0.0,
             "Cookms": round(float(self.cook_ms), 2) if self.cook_ms is not None else 0.0,
             "Lasterror": self.last_error,
