@@ -40,6 +40,7 @@ try:
     import cv2
 except ImportError:  # pragma: no cover - the torch path below needs no OpenCV
     cv2 = None
+CV_OK = cv2 is not None and hasattr(cv2, "WARP_RELATIVE_MAP")  # OpenCV >= 4.10; else the torch path on CPU too
 
 
 def _hwc(t: torch.Tensor) -> np.ndarray:
@@ -79,7 +80,7 @@ class Stabilizer:
         if strength <= 0:
             self.reset()
             return hr
-        one = self._one_cv if cv2 is not None and hr.device.type == "cpu" else self._one
+        one = self._one_cv if CV_OK and hr.device.type == "cpu" else self._one
         outs = [one(lr[i : i + 1], hr[i : i + 1], strength) for i in range(hr.shape[0])]
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 
