@@ -3,7 +3,7 @@
 Stabilizer (for frame-by-frame backends: classic, realesrgan, RTX VSR). Each frame:
 
 1. motion between the previous and the current *low-res* frame, on the luma, at a working size of
-   at most ``max_flow_side`` px (halvings; 512: on Vid4 halving it once more costs 1.3 warping-error
+   at most ``max_flow_side`` px (halvings; 512: on Vid4 city halving it once more costs 1.3 warping-error
    points): on CUDA/MPS pyramid Lucas-Kanade in torch (a few dozen small convolutions, no host
    sync); on the CPU OpenCV's DIS flow (ultrafast preset, no weights; about 1 ms) refined by two
    Lucas-Kanade iterations at the working size (``ops.flow.lk_flow_cv``), which on Vid4 is slightly
