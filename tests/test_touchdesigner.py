@@ -468,3 +468,78 @@ def test_setup_script_pins_numpy_to_touchdesigners():
     assert 'import numpy; print(numpy.__version__)' in text and "numpy-*.dist-info" in text
     assert text.count("-c\", $constraints") >= 2 and "numpy>=1.24,<2" in text  # every later install keeps the pin
     assert "sys.path.append" in text and "sys.path.insert(0" not in text
+
+
+# --- TouchDesigner without CUDA: numpyArray() in, copyNumpyArray() out --------------------------------------
+
+
+@pytest.fixture
+def numpy_mode(monkeypatch):
+    """A TD whose torch has no CUDA: the TOP must use the host-memory calls (the stand-in's cudaMemory
+    would raise if it were called)."""
+    monkeypatch.setattr(top, "ALLOW_HOST_MEMORY", False)
+    monkeypatch.setattr(td.TOP, "cudaMemory", lambda self, stream=None: 1 / 0)
+    monkeypatch.setattr(td.ScriptTOP, "copyCUDAMemory", lambda self, *a, **k: 1 / 0)
+
+
+@pytest.mark.parametrize("stabilize", [0.0, 1.0])
+def test_numpy_path_classic_end_to_end(callbacks, numpy_mode, stabilize):
+    rgba = rgba_image()
+    src = td.TOP(td.td_image(rgba, np.uint8))
+    op = make_op(td.td_image(rgba, np.uint8), callbacks, Stabilize=stabilize)
+    op.inputs = [src]
+    for _ in range(3):
+        op.cook(callbacks)
+    assert not op.errors and not op.warnings, (op.errors, op.warnings)
+    out = op.output
+    assert out.shape == (48, 64, 4) and out.dtype == np.float32 and op.copies[-1]["numpy"]
+    assert src.numpy_reads == 3
+    # exactly what the node makes of the array numpyArray() gave (float32 RGBA, bottom row first)
+    ref_node = UpscaleNode(backend="classic", scale=2.0, device="cpu", stabilize=stabilize)
+    for _ in range(3):
+        ref = ref_node.cook(src.numpyArray(), in_format="HWC:RGBA:float32:flipped")
+    assert np.array_equal(out, ref)
+    up = out[::-1]  # top row first
+    assert up[:4, :, 0].mean() > 0.9 and up[:4, :, 2].mean() < 0.1  # red on top
+    assert up[-4:, :, 2].mean() > 0.9 and up[-4:, :, 0].mean() < 0.1  # blue at the bottom
+    a_ref = F.interpolate(torch.from_numpy(rgba[..., 3])[None, None], size=(48, 64), mode="bilinear", align_corners=False)
+    assert np.abs(up[..., 3] - a_ref[0, 0].numpy()).max() < 3 / 255  # alpha kept (through 8-bit input)
+    st = top.state_for(op)
+    assert st.uses_numpy and st.device.type in ("cpu", "mps")
+    assert "numpyArray" in op.par.Backendinuse.val and "classic" in op.par.Backendinuse.val
+
+
+def test_numpy_path_realesrgan_and_mono(callbacks, numpy_mode, compact_x4):
+    op = make_op(np.linspace(0, 1, 12 * 10, dtype=np.float32).reshape(12, 10, 1), callbacks, Backend="realesrgan",
+                 Model=str(compact_x4), Scale=4.0)
+    op.cook(callbacks)
+    assert not op.errors and not op.warnings, (op.errors, op.warnings)
+    # mono comes back as RGBA (copyNumpyArray takes 3 or 4 components) with an opaque alpha
+    assert op.output.shape == (48, 40, 4) and op.output.dtype == np.float32 and np.all(op.output[..., 3] == 1.0)
+    assert top.state_for(op).node.backend_id == "realesrgan" and "realesrgan" in op.par.Backendinuse.val
+    set_pars(op, Backend="classic", Model="", Scale=2.0)  # classic keeps the gray in R, G and B
+    op.cook(callbacks)
+    assert not op.warnings and op.output.shape == (24, 20, 4)
+    assert np.array_equal(op.output[..., 0], op.output[..., 1]) and np.array_equal(op.output[..., 1], op.output[..., 2])
+
+
+def test_numpy_path_never_crashes(callbacks, numpy_mode, monkeypatch):
+    op = make_op(td.td_image(rgba_image(), np.float32), callbacks)
+    monkeypatch.setattr(UpscaleNode, "cook", lambda self, *a, **k: 1 / 0)
+    op.cook(callbacks)
+    assert op.output.shape == (48, 64, 4) and not op.errors and "ZeroDivisionError" in op.warnings[0]
+    assert "passed through" in op.warnings[0] and op.copies[-1]["numpy"]
+    monkeypatch.setattr(td.TOP, "numpyArray", lambda self, **k: None)  # an input that is not cooking
+    op.cook(callbacks)
+    assert op.errors and "numpyArray" in op.errors[0]
+
+
+def test_numpy_path_device_is_mps_else_cpu(monkeypatch):
+    from live_upscale.plugin.touchdesigner import host_io
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert host_io.device().type == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert host_io.device().type == "cpu"
+    if not torch.cuda.is_available():
+        assert top.UpscaleTOP(None).device.type == "cpu"

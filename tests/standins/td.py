@@ -6,6 +6,11 @@ TOP Class, scriptTOP Class, CUDAMemory, CUDAMemoryShape, Par, Page).
   stored as TD does: interleaved HWC, bottom row first, BGRA for uint8 4-component data, RGBA else.
 - ``ScriptTOP.copyCUDAMemory(address, size, shape, stream=None)`` copies from a raw address into
   the TOP (only inside a cook, as in TD) and keeps the result as ``output`` (numpy, TD's layout).
+- The host-memory path (TD without CUDA): ``TOP.numpyArray()`` returns a new float32 ``(H, W, C)``
+  array in [0, 1], bottom row first, RGBA channel order whatever the texture's data type;
+  ``ScriptTOP.copyNumpyArray(array)`` takes a C-contiguous ``(H, W, 3 or 4)`` uint8, uint16 or
+  float32 array in that row and channel order (anything else raises, as TD does) and keeps a copy
+  as ``output``.
 - Parameters: ``appendCustomPage`` -> ``Page.appendMenu/appendFloat/appendStr/appendPulse/appendToggle``
   return lists of ``Par`` (TD returns a ParGroup; both index with ``[0]``); ``scriptOp.par.Name``.
 - ``addError``/``addWarning`` collect messages for the current cook.
@@ -104,6 +109,21 @@ class TOP:
         shape.height, shape.width, shape.numComps = img.shape
         shape.dataType = img.dtype.type
         return CUDAMemory(t, shape)
+
+
+    def numpyArray(self, delayed: bool = False, writable: bool = False) -> np.ndarray:
+        """The texture downloaded to host memory: float32 in [0, 1], bottom row first, RGB(A) order."""
+        self.numpy_reads = getattr(self, "numpy_reads", 0) + 1
+        img = self.image if self.image.ndim == 3 else self.image[..., None]
+        if img.dtype == np.uint8:
+            x = img.astype(np.float32) / 255.0
+            if x.shape[-1] == 4:
+                x = x[..., [2, 1, 0, 3]]  # the stored BGRA texture, read back as RGBA
+        elif img.dtype == np.uint16:
+            x = img.astype(np.float32) / 65535.0
+        else:
+            x = img.astype(np.float32)
+        return np.ascontiguousarray(x)
 
 
 class Par:
@@ -236,6 +256,18 @@ class ScriptTOP:
             raw = ctypes.string_at(address, size)
             self.output = np.frombuffer(raw, dtype=dt).reshape(shape.height, shape.width, shape.numComps).copy()
         self.copies.append({"size": size, "hwc": (shape.height, shape.width, shape.numComps), "dtype": dt, "stream": stream})
+
+    def copyNumpyArray(self, array) -> None:
+        if not self._cooking:
+            raise RuntimeError("copyNumpyArray is only valid inside onCook")
+        if not isinstance(array, np.ndarray) or array.ndim != 3 or array.shape[2] not in (3, 4):
+            raise TypeError(f"copyNumpyArray takes an (h, w, 3 or 4) numpy array, got {getattr(array, 'shape', type(array))}")
+        if array.dtype not in (np.uint8, np.uint16, np.float32):
+            raise TypeError(f"copyNumpyArray takes uint8, uint16 or float32, got {array.dtype}")
+        if not array.flags.c_contiguous:
+            raise TypeError("copyNumpyArray takes a C-contiguous array")
+        self.output = array.copy()
+        self.copies.append({"size": array.nbytes, "hwc": array.shape, "dtype": array.dtype, "stream": None, "numpy": True})
 
     def cook(self, callbacks) -> None:
         """TD's cook: clear the messages, call onCook."""

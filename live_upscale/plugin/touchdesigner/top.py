@@ -21,6 +21,7 @@ no longer valid (deleted). The node itself resets its temporal state when the in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -32,7 +33,7 @@ import torch
 from ...errors import BackendUnavailable, LiveUpscaleError, one_line
 from ...nodes import UpscaleNode, formats, resolve_device
 from ...ops.resample import out_size, resize
-from . import interop, parameters
+from . import host_io, interop, parameters
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class UpscaleTOP:
     def __init__(self, script_op=None, device: str | torch.device = "auto"):
         self.op = script_op
         self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
+        if self.device.type == "cpu" and str(device).strip().lower() in ("auto", ""):
+            self.device = host_io.device()  # no CUDA: MPS where torch has it (Apple Silicon), else the CPU
         self.node: UpscaleNode | None = None
         self.stream = torch.cuda.Stream(device=self.device) if self.device.type == "cuda" else None
         self._keep: deque[tuple[Any, Any]] = deque(maxlen=KEEP_COOKS)
@@ -144,7 +147,27 @@ class UpscaleTOP:
     def _stream_handle(self) -> int | None:
         return self.stream.cuda_stream if self.stream is not None else None
 
+    @property
+    def uses_numpy(self) -> bool:
+        """Without CUDA, frames go through host memory: TOP.numpyArray() in, copyNumpyArray() out."""
+        return self.device.type != "cuda" and not ALLOW_HOST_MEMORY
+
+    @property
+    def io_path(self) -> str:
+        return f"{host_io.PATH_NAME} on {self.device}" if self.uses_numpy else f"CUDA memory on {self.device}"
+
+    def _out_layout(self, script_op, lay: interop.TexLayout) -> interop.TexLayout:
+        """What the TOP writes: the chosen output data type on the CUDA path; on the numpy path the
+        input's layout (copyNumpyArray takes uint8, uint16 or float32), mono widened to RGBA."""
+        if self.uses_numpy:
+            fmt = host_io.out_format(lay)
+            return dataclasses.replace(lay, fmt=fmt, comps=4 if fmt.channels == "RGBA" else lay.comps)
+        return self.out_dtype.layout(lay, parameters.read_out_dtype(script_op))
+
     def _read_input(self, src):
+        if self.uses_numpy:
+            a, lay = host_io.read(src)
+            return None, a, lay
         mem = None
         if self._mem_stream:
             try:
@@ -160,6 +183,9 @@ class UpscaleTOP:
 
     def _emit(self, script_op, out: torch.Tensor, lay: interop.TexLayout) -> None:
         """Copy ``out`` (HWC, ``lay``'s dtype) into the Script TOP on our stream."""
+        if self.uses_numpy:
+            self.out_size = host_io.write(script_op, out)
+            return
         encoded = out
         if out.dtype != torch.uint8 and lay.dtype == np.uint16:
             out = out.clamp(0, 65535).to(torch.uint16)  # formats encodes uint16 as int32
@@ -227,7 +253,7 @@ class UpscaleTOP:
                 self.in_size = (lay.height, lay.width)
                 self._load()
                 interop.tell_source_bits(self.node.engine, lay)
-                olay = self.out_dtype.layout(lay, parameters.read_out_dtype(script_op))
+                olay = self._out_layout(script_op, lay)
                 y = self.node.cook(x, in_format=lay.fmt, out_format=olay.fmt)
                 self._emit(script_op, y, olay)
             self.last_error = ""
@@ -249,7 +275,7 @@ class UpscaleTOP:
                 rgb, alpha, _ = formats.decode(x, lay.fmt)
                 size = out_size(lay.height, lay.width, self._scale(params))
                 y = resize(rgb, size, "bicubic").clamp_(0.0, 1.0)
-                olay = self.out_dtype.layout(lay, parameters.read_out_dtype(script_op))
+                olay = self._out_layout(script_op, lay)
                 self._emit(script_op, formats.encode(y, olay.fmt, alpha), olay)
             self._warn(script_op, f"live-upscale: {self.last_error} (input passed through)")
         except Exception as e2:  # noqa: BLE001
@@ -272,7 +298,8 @@ class UpscaleTOP:
         engine = n.engine.describe() if n is not None and n.engine is not None else ""
         ms = n.ms_per_frame if n is not None else None
         return {
-            "Backendinuse": f"{n.backend_id}: {engine}" if n is not None and n.backend_id else "(not loaded)",
+            "Backendinuse": (f"{n.backend_id}: {engine}" if n is not None and n.backend_id else "(not loaded)")
+            + f" | frames via {self.io_path}",
             "Msperframe": round(float(ms), 2) if ms is not None else 0.0,
             "Cookms": round(float(self.cook_ms), 2) if self.cook_ms is not None else 0.0,
             "Lasterror": self.last_error,
