@@ -23,8 +23,9 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", help="engine id, or 'auto' for the best that can run here")
     p.add_argument("--model", default=None, help="registered model name or path to a weights file")
     p.add_argument("--scale", type=float, default=2.0, help="output size / input size (default 2)")
-    p.add_argument("--prescale", choices=["input", "output"], default="input",
-                   help="model scale != target: resize the input first (default) or the model's output")
+    p.add_argument("--prescale", choices=["auto", "input", "output"], default="auto",
+                   help="model scale != target: 'output' runs the model at full size and downscales its output "
+                   "(realesrgan's default, 'auto'), 'input' resizes the input first (faster, below bicubic quality)")
     p.add_argument("--quality", choices=["fast", "balanced", "high"], default="balanced")
     p.add_argument("--sharpen", type=float, default=0.0, help="extra unsharp-mask amount (0-2)")
     p.add_argument("--stabilize", type=float, default=0.0, metavar="STRENGTH",

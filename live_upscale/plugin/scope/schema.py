@@ -19,6 +19,7 @@ from scope.core.pipelines.base_schema import (
 
 from ... import __version__
 from ...backends import backends
+from ...backends.realesrgan import DEFAULT_MODEL, NATIVE_DEFAULTS, estimated_vram_gb
 from ...weights import KNOWN_MODELS
 from .adapter import (
     DEFAULT_BACKEND,
@@ -31,7 +32,9 @@ from .adapter import (
 
 _BACKENDS = tuple(dict.fromkeys(["auto", *(b.id for b in backends())]))
 _MODELS = tuple(KNOWN_MODELS)
-_DEFAULT_MODEL = "realesr-animevideov3" if "realesr-animevideov3" in KNOWN_MODELS else _MODELS[0]
+# realesrgan's VRAM at 512² in, 2x, batch 1, fp16, on its default route: the 4x default at full size, or a
+# native 2x model when cached (whichever is heavier), plus ~0.5 GB for the CUDA context and allocator slack
+_VRAM_GB = round(0.5 + max(estimated_vram_gb(m, 2.0) for m in (DEFAULT_MODEL, *NATIVE_DEFAULTS[2])), 1)
 
 
 def _knob(name: str, order: int, label: str, modulatable: bool = True):
@@ -59,7 +62,7 @@ class LiveUpscaleConfig(BasePipelineConfig):
     supports_prompts = False
     usage = [UsageType.POSTPROCESSOR]
     modes = {"video": ModeDefaults(default=True)}
-    estimated_vram_gb = 1.0
+    estimated_vram_gb = _VRAM_GB
 
     # load-time: the pipeline is re-created when one changes (the UI locks them while streaming)
     upscale_backend: Literal[_BACKENDS] = Field(  # type: ignore[valid-type]
@@ -69,8 +72,9 @@ class LiveUpscaleConfig(BasePipelineConfig):
         json_schema_extra=ui_field_config(order=1, label="Backend", is_load_param=True),
     )
     upscale_model: str = Field(
-        default=_DEFAULT_MODEL,
-        description=f"realesrgan: {', '.join(_MODELS)}, or the path of any spandrel SR weights file "
+        default="",
+        description=f"Empty: realesrgan's default ({DEFAULT_MODEL}, or at 2x a native 2x model when cached: "
+        f"{', '.join(NATIVE_DEFAULTS[2])}). realesrgan: {', '.join(_MODELS)}, or the path of any spandrel SR weights file "
         "(.pth/.safetensors). rtx_vsr: an SDK spec such as ULTRA,denoise=low. Ignored by classic.",
         json_schema_extra=ui_field_config(order=2, label="Model", is_load_param=True),
     )
@@ -84,8 +88,8 @@ class LiveUpscaleConfig(BasePipelineConfig):
         description=node_field("precision").description,
         json_schema_extra=ui_field_config(order=4, label="Precision", is_load_param=True),
     )
-    upscale_prescale: Literal["input", "output"] = Field(
-        default="input",
+    upscale_prescale: Literal["auto", "input", "output"] = Field(
+        default=node_field("prescale").default,
         description=node_field("prescale").description,
         json_schema_extra=ui_field_config(order=5, label="Model scale route", is_load_param=True),
     )
