@@ -16,11 +16,15 @@ Data comes from ``../shared`` (next to the repository root; see ``../shared/READ
   (the bicubic row is that reference, so its tOF is 0 by construction).
 
 Configurations (``--backends``): ``bicubic`` (plain ``F.interpolate`` bicubic, a reference,
-not a backend), ``classic`` (backend 'classic', quality 'balanced'), ``realesrgan-in``
-(backend 'realesrgan' with ``../shared/weights/realesr-animevideov3.pth``, prescale 'input':
-input halved, then the 4x model) and ``realesrgan-out`` (prescale 'output': 4x model, output
-halved); ``realesrgan`` selects both. The ground-truth row (warping error of the ground truth
-itself) is added for every sequence that has one.
+not a backend), ``classic`` (backend 'classic', quality 'balanced'), and backend 'realesrgan'
+with ``../shared/weights/realesr-animevideov3.pth`` (or ``--weights``): ``realesrgan-out`` (the
+node's default: the 4x model at full size, output halved with antialiased bicubic),
+``realesrgan-out-lanczos`` / ``realesrgan-out-bilinear`` (the same, other antialiased
+downscale filters; alias ``filters``) and ``realesrgan-in`` (prescale 'input', the speed route:
+input halved, then the 4x model); ``realesrgan`` selects both routes; ``+stab`` variants add the
+node's stabilizer (alias ``stab``). The ground-truth row (warping error of the ground truth
+itself) is added for every sequence that has one. GMAC/frame: the model's multiply-accumulates
+per frame on that route, counted on the loaded model (``SpandrelEngine.cost``).
 
 Each configuration streams the LR frames one at a time through ``UpscaleNode.process`` (CPU,
 float (1,3,H,W) in [0,1]) and then ``flush()``. ms/frame is the wall time of those calls

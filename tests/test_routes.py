@@ -277,3 +277,24 @@ def test_default_route_beats_bicubic_on_detail_at_its_psnr_and_flicker(shared_we
     assert metrics.laplacian_energy(ours) > 1.2 * metrics.laplacian_energy(bic)
     assert psnr(ours) > psnr(bic) - 2.0
     assert metrics.warping_error(ours, flows) <= 1.25 * metrics.warping_error(bic, flows)
+
+
+def test_auto_leaves_the_route_to_each_backend():
+    """'auto' reaches no backend as a value: each applies its own default (stream_diffvsr keeps 'input')."""
+    from live_upscale.backends.base import Engine
+    from tests.conftest import registered_engine
+
+    seen: list[dict] = []
+
+    class Capture(Engine):
+        def __init__(self, config):
+            super().__init__(config)
+            seen.append(dict(config.options))
+
+        def process(self, frames):
+            return resize(frames, (frames.shape[-2] * 2, frames.shape[-1] * 2), "bilinear")
+
+    with registered_engine("capture_route", Capture):
+        UpscaleNode(backend="capture_route", device="cpu").load()
+        UpscaleNode(backend="capture_route", device="cpu", prescale="input").load()
+    assert "prescale" not in seen[0] and seen[1]["prescale"] == "input"
