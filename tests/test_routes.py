@@ -298,3 +298,32 @@ def test_auto_leaves_the_route_to_each_backend():
         UpscaleNode(backend="capture_route", device="cpu").load()
         UpscaleNode(backend="capture_route", device="cpu", prescale="input").load()
     assert "prescale" not in seen[0] and seen[1]["prescale"] == "input"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("mode", ["off", "reduce-overhead"])
+def test_gpu_default_route_fp16_batched_compiled_matches_eager_fp32(compact_x4, mode):
+    """The full-size route on CUDA: fp16, batches of 4 + 1, CUDA graphs; each batch downscaled as it comes."""
+    cuda = torch.device("cuda")
+    x = torch.rand(5, 3, 64, 80, device=cuda)
+    ref = RealESRGANBackend.load(EngineConfig(cuda, scale=2.0, model=str(compact_x4), precision="fp32"))
+    fast = RealESRGANBackend.load(EngineConfig(cuda, scale=2.0, model=str(compact_x4), precision="fp16",
+                                               options={"compile": mode, "max_batch": 4}))
+    assert fast.route == "output"
+    want = ref.process(x)
+    for _ in range(3):  # CUDA-graph replays must not hand out overwritten buffers
+        y = fast.process(x)
+    assert y.dtype == torch.float32 and y.shape == want.shape == (5, 3, 128, 160)
+    err = (y - want).abs()
+    assert err.max() < 2e-2 and err.mean() < 2e-3
+    if mode != "off":
+        assert fast.compiled.shapes == {(4, 3, 64, 80), (1, 3, 64, 80)}
+
+
+def test_describe_survives_a_model_the_counter_cannot_run(compact_x4, monkeypatch):
+    import live_upscale.backends.realesrgan as rg
+
+    eng = engine(compact_x4)
+    monkeypatch.setattr(rg, "count_model", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("untraceable")))
+    assert "cost not counted" in eng.describe()

@@ -395,7 +395,11 @@ class SpandrelEngine(Engine):
         return route_cost(macs, act, self.model_scale, self.scale, route or self.route, h, w or h, elt, wb)
 
     def _cost_note(self) -> str:
-        c = self.cost()
+        try:
+            c = self.cost()
+        except Exception as e:  # noqa: BLE001 - an architecture the counter cannot trace must not stop a load
+            log.debug("live-upscale: cost not counted: %s", one_line(e))
+            return "cost not counted"
         note = f"{c.macs / 1e9:.0f} GMAC/frame at {COST_SIZE}² in"
         if self.route != "native":
             other = self.cost(route="input" if self.route == "output" else "output")
