@@ -339,6 +339,7 @@ class SpandrelEngine(Engine):
         if self.downscale not in DOWNSCALE_FILTERS:
             raise InputError(f"downscale must be one of {', '.join(DOWNSCALE_FILTERS)}, not {self.downscale!r}")
         self._counted: tuple[float, float] | None = None
+        self._cost_text: str | None = None
         self.tile = int(config.options.get("tile", 0) or 0)  # 0 = whole frames; set on OOM
         self.overlap = int(config.options.get("tile_overlap", 16))
         self._last_hw: tuple[int, int] | None = None
@@ -395,6 +396,8 @@ class SpandrelEngine(Engine):
         return route_cost(macs, act, self.model_scale, self.scale, route or self.route, h, w or h, elt, wb)
 
     def _cost_note(self) -> str:
+        if self._cost_text is not None:  # hosts show describe() every cook: counted once
+            return self._cost_text
         try:
             c = self.cost()
         except Exception as e:  # noqa: BLE001 - an architecture the counter cannot trace must not stop a load
@@ -404,6 +407,7 @@ class SpandrelEngine(Engine):
         if self.route != "native":
             other = self.cost(route="input" if self.route == "output" else "output")
             note += f", {c.macs / other.macs:.2g}x the {other.route} route's"
+        self._cost_text = note
         return note
 
     def run_model(self, x: torch.Tensor) -> torch.Tensor:
