@@ -14,8 +14,9 @@
   result is below plain bicubic on PSNR, detail and flicker; a speed option only.
   ``'auto'`` (default) = ``'output'``.
 - fp16 (else bf16) on CUDA where the architecture supports it, fp32 otherwise; channels_last on
-  CUDA. Frames go through the model in batches; the output resize runs per batch, so the
-  model-scale output of a whole batch is never held at once. Nothing syncs the host.
+  CUDA. Frames go through the model in batches (at most ``max_batch`` frames per call); each
+  call's output is resized right away, so only one call's output is ever held at model scale.
+  Nothing syncs the host.
 - :meth:`SpandrelEngine.cost`: multiply-accumulates and activation memory per frame of the route
   in use, counted on the loaded model (``describe()`` reports them).
 
