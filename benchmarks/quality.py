@@ -205,6 +205,34 @@ def run_config(key: str, lr: list[np.ndarray]) -> Run:
     return Run(frames, 1000.0 * sum(timed) / len(timed), note, gmac)
 
 
+def interleaved_ms(keys: list[str], frame: np.ndarray, rounds: int) -> dict[str, float]:
+    """Median ms per frame of each configuration on one LR frame, the configurations taking turns round by
+    round: load from other processes hits them all alike, so their ratios hold on a busy machine."""
+    from live_upscale import UpscaleNode
+
+    x = to_tensor(frame)
+    runs = {}
+    for key in keys:
+        kwargs = CONFIGS[key][1]
+        if kwargs is None:
+            runs[key] = lambda: bicubic_up(x)
+            continue
+        kw = dict(kwargs)
+        if kw["backend"] == "realesrgan":
+            kw["model"] = str(WEIGHTS)
+        node = UpscaleNode(scale=SCALE, device="cpu", **kw)
+        node.load()
+        runs[key] = lambda node=node: node.process(x)
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    for r in range(rounds + 1):  # round 0 warms up (and gives the stabilizer its history)
+        for key in keys:
+            t0 = time.perf_counter()
+            runs[key]()
+            if r:
+                times[key].append(1000.0 * (time.perf_counter() - t0))
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
 # --- the table ---------------------------------------------------------------------------------------
 
 
@@ -294,6 +322,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=None, help="also write the markdown to this file")
     p.add_argument("--stabilize", type=float, default=1.0, help="stabilizer strength of the '+stab' configs")
+    p.add_argument("--timing", type=int, default=0, metavar="ROUNDS",
+                   help="also time every configuration on one frame of the first sequence, taking turns for ROUNDS "
+                   "rounds (medians; robust ratios on a busy machine)")
     p.add_argument("--weights", type=Path, default=None,
                    help=f"weights of the realesrgan configs (default {WEIGHTS}; any spandrel SR model, e.g. a native 2x)")
     args = p.parse_args(argv)
@@ -334,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         r, n = bench_sequence(s, keys, args.max_frames)
         rows += r
         counts[s] = n
+    timing = None
+    if args.timing:
+        lr, _ = load_sequence(args.sequences[0], 1)
+        timing = interleaved_ms(keys, lr[0], args.timing)
     log(f"total {time.perf_counter() - t_all:.0f}s")
 
     notes = [
@@ -355,6 +390,14 @@ def main(argv: list[str] | None = None) -> int:
             "(bicubic's tOF is 0 by construction)."
         )
     md = "\n".join(notes) + "\n\n" + markdown(rows) + "\n"
+    if timing:
+        lr_h, lr_w = load_sequence(args.sequences[0], 1)[0][0].shape[:2]
+        base = timing.get("bicubic")
+        md += (f"\nms/frame taking turns ({args.timing} rounds, medians) on one {lr_w}x{lr_h} {args.sequences[0]} frame; "
+               f"load average {os.getloadavg()[0]:.1f}:\n\n| config | ms/frame (CPU) |" + (" x bicubic |" if base else "")
+               + "\n|---|---:|" + ("---:|" if base else "") + "\n")
+        for k, ms in timing.items():
+            md += f"| {CONFIGS[k][0]} | {ms:.1f} |" + (f" {ms / base:.0f} |" if base else "") + "\n"
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(md)
