@@ -265,7 +265,7 @@ def markdown(rows: list[Row]) -> str:
     for r in rows:
         lines.append(
             f"| {r.sequence} | {r.config} | {fmt(r.psnr, 2)} | {fmt(r.ssim, 4)} | {fmt(r.warp, 2)} "
-            f"| {fmt(r.tof, 3)} | {fmt(r.detail, 2)} | {fmt(r.ms, 1)} | {fmt(r.gmac, 1)} |"
+            f"| {fmt(r.tof, 3)} | {fmt(r.detail, 2)} | {fmt(r.ms, 1)} | {'–' if r.gmac is None else f'{r.gmac:.3g}'} |"
         )
     return "\n".join(lines)
 

@@ -327,3 +327,29 @@ def test_describe_survives_a_model_the_counter_cannot_run(compact_x4, monkeypatc
     eng = engine(compact_x4)
     monkeypatch.setattr(rg, "count_model", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("untraceable")))
     assert "cost not counted" in eng.describe()
+
+
+def test_quality_benchmark_runs_routes_filters_and_timing(compact_x4, capsys, monkeypatch):
+    """benchmarks/quality.py end to end on two real street frames, with a tiny model through --weights."""
+    import importlib.util
+
+    if not (SHARED / "data" / "realworld" / "street_320x180").is_dir():
+        pytest.skip("../shared/data/realworld/street_320x180 not present")
+    pytest.importorskip("cv2")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+    spec = importlib.util.spec_from_file_location("quality_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "quality_bench", bench)  # dataclasses look their module up
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "WEIGHTS", bench.WEIGHTS)  # main() rebinds it from --weights
+    keys = ["bicubic", "realesrgan", "realesrgan-out-lanczos", "realesrgan-out+stab"]
+    assert bench.main(["--sequences", "street", "--backends", *keys, "--max-frames", "2", "--timing", "1",
+                       "--weights", str(compact_x4)]) == 0
+    out = capsys.readouterr().out
+    rows = {ln.split("|")[2].strip(): ln for ln in out.splitlines() if ln.startswith("| street")}
+    assert set(rows) == {bench.CONFIGS[k][0] for k in ["bicubic", "realesrgan-out", "realesrgan-in",
+                                                        "realesrgan-out-lanczos", "realesrgan-out+stab"]}
+    gmac = lambda label: float(rows[label].strip().strip("|").split("|")[-1])  # noqa: E731
+    full, half = gmac(bench.CONFIGS["realesrgan-out"][0]), gmac(bench.CONFIGS["realesrgan-in"][0])
+    assert full == pytest.approx(4 * half, rel=0.05) and full > 0
+    assert "ms/frame taking turns (1 rounds" in out
