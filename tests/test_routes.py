@@ -101,11 +101,12 @@ def test_output_route_compiles_one_graph_per_shape_like_the_others(compact_x4):
 
     eager = engine(compact_x4)
     fast = engine(compact_x4, compile="default", compile_backend="eager")
-    x = torch.rand(2, 3, 16, 20)
+    x = torch.rand(2, 3, 19, 23)
+    assert (fast.process(x) - eager.process(x)).abs().max() < 1e-5  # compiles (or reuses dynamo's graph)
     g = counters["stats"]["unique_graphs"]
-    for _ in range(3):
+    for _ in range(2):  # the same shape again: no new graph
         assert (fast.process(x) - eager.process(x)).abs().max() < 1e-5
-    assert counters["stats"]["unique_graphs"] - g == 1 and fast.compiled.shapes == {(2, 3, 16, 20)}
+    assert counters["stats"]["unique_graphs"] == g and fast.compiled.shapes == {(2, 3, 19, 23)}
 
 
 # --- native 2x models ----------------------------------------------------------------------------------
