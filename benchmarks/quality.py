@@ -16,11 +16,15 @@ Data comes from ``../shared`` (next to the repository root; see ``../shared/READ
   (the bicubic row is that reference, so its tOF is 0 by construction).
 
 Configurations (``--backends``): ``bicubic`` (plain ``F.interpolate`` bicubic, a reference,
-not a backend), ``classic`` (backend 'classic', quality 'balanced'), ``realesrgan-in``
-(backend 'realesrgan' with ``../shared/weights/realesr-animevideov3.pth``, prescale 'input':
-input halved, then the 4x model) and ``realesrgan-out`` (prescale 'output': 4x model, output
-halved); ``realesrgan`` selects both. The ground-truth row (warping error of the ground truth
-itself) is added for every sequence that has one.
+not a backend), ``classic`` (backend 'classic', quality 'balanced'), and backend 'realesrgan'
+with ``../shared/weights/realesr-animevideov3.pth`` (or ``--weights``): ``realesrgan-out`` (the
+node's default: the 4x model at full size, output halved with antialiased bicubic),
+``realesrgan-out-lanczos`` / ``realesrgan-out-bilinear`` (the same, other antialiased
+downscale filters; alias ``filters``) and ``realesrgan-in`` (prescale 'input', the speed route:
+input halved, then the 4x model); ``realesrgan`` selects both routes; ``+stab`` variants add the
+node's stabilizer (alias ``stab``). The ground-truth row (warping error of the ground truth
+itself) is added for every sequence that has one. GMAC/frame: the model's multiply-accumulates
+per frame on that route, counted on the loaded model (``SpandrelEngine.cost``).
 
 Each configuration streams the LR frames one at a time through ``UpscaleNode.process`` (CPU,
 float (1,3,H,W) in [0,1]) and then ``flush()``. ms/frame is the wall time of those calls
@@ -71,16 +75,23 @@ SEQUENCES: dict[str, tuple[str, bool]] = {
 CONFIGS: dict[str, tuple[str, dict | None]] = {
     "bicubic": ("bicubic", None),
     "classic": ("classic", {"backend": "classic", "quality": "balanced"}),
-    "realesrgan-in": ("realesrgan in/2", {"backend": "realesrgan", "prescale": "input"}),
-    "realesrgan-out": ("realesrgan out/2", {"backend": "realesrgan", "prescale": "output"}),
+    # realesrgan routes for a 4x model at 2x; the default (no prescale given) runs the model at full size and
+    # downscales its output (bicubic, antialiased); the others name the route / the downscale filter
+    "realesrgan-out": ("realesrgan full size, out/2 bicubic (default)", {"backend": "realesrgan"}),
+    "realesrgan-out-lanczos": ("realesrgan full size, out/2 lanczos",
+                               {"backend": "realesrgan", "prescale": "output", "backend_options": {"downscale": "lanczos"}}),
+    "realesrgan-out-bilinear": ("realesrgan full size, out/2 bilinear",
+                                {"backend": "realesrgan", "prescale": "output", "backend_options": {"downscale": "bilinear"}}),
+    "realesrgan-in": ("realesrgan in/2 (speed route)", {"backend": "realesrgan", "prescale": "input"}),
     # the same with the node's temporal stabilizer (strength from --stabilize)
     "classic+stab": ("classic + stabilizer", {"backend": "classic", "quality": "balanced", "stabilize": 1.0}),
+    "realesrgan-out+stab": ("realesrgan default + stabilizer", {"backend": "realesrgan", "stabilize": 1.0}),
     "realesrgan-in+stab": ("realesrgan in/2 + stabilizer", {"backend": "realesrgan", "prescale": "input", "stabilize": 1.0}),
-    "realesrgan-out+stab": ("realesrgan out/2 + stabilizer", {"backend": "realesrgan", "prescale": "output", "stabilize": 1.0}),
 }
 ALIASES = {
-    "realesrgan": ["realesrgan-in", "realesrgan-out"],
-    "stab": ["classic+stab", "realesrgan-in+stab", "realesrgan-out+stab"],
+    "realesrgan": ["realesrgan-out", "realesrgan-in"],
+    "filters": ["realesrgan-out-lanczos", "realesrgan-out-bilinear"],
+    "stab": ["classic+stab", "realesrgan-out+stab", "realesrgan-in+stab"],
 }
 
 SCALE = 2.0
@@ -148,6 +159,7 @@ class Run:
     frames: list[np.ndarray]
     ms_per_frame: float
     note: str = ""
+    gmac: float | None = None
 
 
 def run_config(key: str, lr: list[np.ndarray]) -> Run:
@@ -167,7 +179,10 @@ def run_config(key: str, lr: list[np.ndarray]) -> Run:
         if kw["backend"] == "realesrgan":
             kw["model"] = str(WEIGHTS)
         node = UpscaleNode(scale=SCALE, device="cpu", **kw)
-        node.load()  # weights loading is not part of the per-frame time
+        engine = node.load()  # weights loading is not part of the per-frame time
+        h, w = lr[0].shape[:2]
+        gmac = engine.cost(h, w).macs / 1e9 if hasattr(engine, "cost") else None
+        note = engine.describe()
         for f in lr:
             x = to_tensor(f)
             t0 = time.perf_counter()
@@ -185,7 +200,37 @@ def run_config(key: str, lr: list[np.ndarray]) -> Run:
     if len(frames) != len(lr):
         raise RuntimeError(f"{key}: {len(lr)} frames in, {len(frames)} out after flush()")
     timed = times[1:] if len(times) > 1 else times
-    return Run(frames, 1000.0 * sum(timed) / len(timed))
+    if kwargs is None:
+        return Run(frames, 1000.0 * sum(timed) / len(timed))
+    return Run(frames, 1000.0 * sum(timed) / len(timed), note, gmac)
+
+
+def interleaved_ms(keys: list[str], frame: np.ndarray, rounds: int) -> dict[str, float]:
+    """Median ms per frame of each configuration on one LR frame, the configurations taking turns round by
+    round: load from other processes hits them all alike, so their ratios hold on a busy machine."""
+    from live_upscale import UpscaleNode
+
+    x = to_tensor(frame)
+    runs = {}
+    for key in keys:
+        kwargs = CONFIGS[key][1]
+        if kwargs is None:
+            runs[key] = lambda: bicubic_up(x)
+            continue
+        kw = dict(kwargs)
+        if kw["backend"] == "realesrgan":
+            kw["model"] = str(WEIGHTS)
+        node = UpscaleNode(scale=SCALE, device="cpu", **kw)
+        node.load()
+        runs[key] = lambda node=node: node.process(x)
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    for r in range(rounds + 1):  # round 0 warms up (and gives the stabilizer its history)
+        for key in keys:
+            t0 = time.perf_counter()
+            runs[key]()
+            if r:
+                times[key].append(1000.0 * (time.perf_counter() - t0))
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 # --- the table ---------------------------------------------------------------------------------------
@@ -201,6 +246,7 @@ class Row:
     tof: float | None = None
     detail: float | None = None
     ms: float | None = None
+    gmac: float | None = None  # model multiply-accumulates per frame (realesrgan: counted on the loaded model)
     extra: dict = field(default_factory=dict)
 
 
@@ -213,13 +259,13 @@ def fmt(v: float | None, digits: int) -> str:
 
 
 def markdown(rows: list[Row]) -> str:
-    head = "| sequence | config | PSNR (dB) | SSIM | warping error | tOF | detail | ms/frame |"
-    sep = "|---|---|---:|---:|---:|---:|---:|---:|"
+    head = "| sequence | config | PSNR (dB) | SSIM | warping error | tOF | detail | ms/frame (CPU) | GMAC/frame |"
+    sep = "|---|---|---:|---:|---:|---:|---:|---:|---:|"
     lines = [head, sep]
     for r in rows:
         lines.append(
             f"| {r.sequence} | {r.config} | {fmt(r.psnr, 2)} | {fmt(r.ssim, 4)} | {fmt(r.warp, 2)} "
-            f"| {fmt(r.tof, 3)} | {fmt(r.detail, 2)} | {fmt(r.ms, 1)} |"
+            f"| {fmt(r.tof, 3)} | {fmt(r.detail, 2)} | {fmt(r.ms, 1)} | {'–' if r.gmac is None else f'{r.gmac:.3g}'} |"
         )
     return "\n".join(lines)
 
@@ -246,7 +292,7 @@ def bench_sequence(name: str, keys: list[str], max_frames: int | None) -> tuple[
         run = run_config(key, lr)
         t_run = time.perf_counter() - t0
         out = run.frames
-        row = Row(name, label, ms=run.ms_per_frame)
+        row = Row(name, label, ms=run.ms_per_frame, gmac=run.gmac)
         if gt is not None:
             row.psnr = float(np.mean([metrics.psnr(o, g) for o, g in zip(out, gt)]))
             row.ssim = float(np.mean([metrics.ssim(o, g) for o, g in zip(out, gt)]))
@@ -270,12 +316,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=list(CONFIGS),
         choices=list(CONFIGS) + list(ALIASES),
-        help="configurations to run ('realesrgan' = realesrgan-in and realesrgan-out)",
+        help="configurations to run (aliases: realesrgan = both routes, filters = the other output downscales, stab = the +stabilizer ones)",
     )
     p.add_argument("--max-frames", type=int, default=None, help="use the first N frames of each sequence (default: all)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=None, help="also write the markdown to this file")
     p.add_argument("--stabilize", type=float, default=1.0, help="stabilizer strength of the '+stab' configs")
+    p.add_argument("--timing", type=int, default=0, metavar="ROUNDS",
+                   help="also time every configuration on one frame of the first sequence, taking turns for ROUNDS "
+                   "rounds (medians; robust ratios on a busy machine)")
+    p.add_argument("--weights", type=Path, default=None,
+                   help=f"weights of the realesrgan configs (default {WEIGHTS}; any spandrel SR model, e.g. a native 2x)")
     args = p.parse_args(argv)
     if args.max_frames is not None and args.max_frames < 2:
         p.error("--max-frames must be at least 2 (the temporal metrics need frame pairs)")
@@ -284,6 +335,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    global WEIGHTS
+    if args.weights is not None:
+        WEIGHTS = args.weights.expanduser()
     keys: list[str] = []
     for b in args.backends:
         for k in ALIASES.get(b, [b]):
@@ -311,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         r, n = bench_sequence(s, keys, args.max_frames)
         rows += r
         counts[s] = n
+    timing = None
+    if args.timing:
+        lr, _ = load_sequence(args.sequences[0], 1)
+        timing = interleaved_ms(keys, lr[0], args.timing)
     log(f"total {time.perf_counter() - t_all:.0f}s")
 
     notes = [
@@ -332,6 +390,14 @@ def main(argv: list[str] | None = None) -> int:
             "(bicubic's tOF is 0 by construction)."
         )
     md = "\n".join(notes) + "\n\n" + markdown(rows) + "\n"
+    if timing:
+        lr_h, lr_w = load_sequence(args.sequences[0], 1)[0][0].shape[:2]
+        base = timing.get("bicubic")
+        md += (f"\nms/frame taking turns ({args.timing} rounds, medians) on one {lr_w}x{lr_h} {args.sequences[0]} frame; "
+               f"load average {os.getloadavg()[0]:.1f}:\n\n| config | ms/frame (CPU) |" + (" x bicubic |" if base else "")
+               + "\n|---|---:|" + ("---:|" if base else "") + "\n")
+        for k, ms in timing.items():
+            md += f"| {CONFIGS[k][0]} | {ms:.1f} |" + (f" {ms / base:.0f} |" if base else "") + "\n"
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(md)

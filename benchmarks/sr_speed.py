@@ -1,6 +1,6 @@
 """Speed of the realesrgan fast path vs the reference loop: one run, same device, same weights.
 
-    python benchmarks/sr_speed.py                         # GPU: RRDB x2plus + Compact 2x, 512² and 720p
+    python benchmarks/sr_speed.py                         # GPU: RRDB x2plus, Compact 2x, Compact 4x at 2x; 512², 720p
     python benchmarks/sr_speed.py --compile off reduce-overhead max-autotune --frames 300
     python benchmarks/sr_speed.py --device cpu --sizes 64x64 --frames 4   # smoke run (what the tests do)
 
@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from live_upscale import UpscaleNode  # noqa: E402
 from live_upscale.backends.realesrgan import load_descriptor  # noqa: E402
+from live_upscale.ops.resample import resize  # noqa: E402
 
 
 def rrdb_state_dict(scale=2, nf=64, nb=23, gc=32, gain=0.5) -> dict:
@@ -83,14 +84,18 @@ def compact_state_dict(scale=2, nf=64, nconv=16) -> dict:
     return {"params": sd}
 
 
-# both run natively at 2x; compact_x2 is RealESRGANv2-animevideo-xsx2's architecture
+# rrdb_x2plus and compact_x2 (RealESRGANv2-animevideo-xsx2's architecture) run natively at 2x; compact_x4 is
+# realesr-animevideov3's, on the 2x default route: the model at full size, its output halved (antialiased bicubic;
+# the reference does the same after its model call)
 MODELS = {
     "rrdb_x2plus": lambda: rrdb_state_dict(2),
     "compact_x2": lambda: compact_state_dict(2),
+    "compact_x4": lambda: compact_state_dict(4),
 }
 TINY = {  # --tiny: same architectures, a few blocks (CPU smoke runs)
     "rrdb_x2plus": lambda: rrdb_state_dict(2, nf=8, nb=1, gain=1.0),
     "compact_x2": lambda: compact_state_dict(2, nf=8, nconv=2),
+    "compact_x4": lambda: compact_state_dict(4, nf=8, nconv=2),
 }
 
 
@@ -198,16 +203,19 @@ def bench(models=tuple(MODELS), sizes=("512x512", "1280x720"), compile_modes=("o
         path = tmp / f"{name}.pth"
         torch.save((TINY if tiny else MODELS)[name](), path)
         model32 = load_descriptor(path).model.to(dev).eval()
+        # a 4x model at the 2x target: its default route, full size then the output halved (antialiased)
+        to_2x = (lambda y: y) if load_descriptor(path).scale == 2 else (  # noqa: E731
+            lambda y: resize(y, (y.shape[-2] // 2, y.shape[-1] // 2), "bicubic").clamp(0, 1))
         ref_model = load_descriptor(path).model.to(dev, ref_dtype).eval()
         for size in sizes:
             w, h = (int(v) for v in size.lower().split("x"))
             frame = torch.rand(1, 3, h, w, device=dev)
             with torch.inference_mode():
-                want = model32(frame).clamp(0, 1)
+                want = to_2x(model32(frame).clamp(0, 1))
 
             @torch.inference_mode()
             def reference():
-                y = ref_model(frame.to(ref_dtype)).float().clamp(0, 1)
+                y = to_2x(ref_model(frame.to(ref_dtype)).float().clamp(0, 1))
                 sync(dev)  # the reference postprocessor waits for every frame
                 return y
 
@@ -276,8 +284,9 @@ def main(argv=None) -> int:
     for name, size, path_name, ms, ref_ms, mem, err in rows:
         peak = f"{mem:.2f}" if mem is not None else "-"
         print(f"| {name} | {size} | {path_name} | {1000 / ms:.1f} | {ms:.2f} | {ref_ms / ms:.1f}x | {peak} | {err} |")
-    # issue 9's goal, at 512² in: RRDB x2plus >= 3x the reference and >= 100 FPS; Compact 2x >= 400 FPS
-    goals = {"rrdb_x2plus": (3.0, 100.0), "compact_x2": (1.0, 400.0)}
+    # issue 9's goal, at 512² in: RRDB x2plus >= 3x the reference and >= 100 FPS; Compact 2x >= 400 FPS, which
+    # since issue 19 means the realesrgan default route (a 4x Compact at full size, output halved)
+    goals = {"rrdb_x2plus": (3.0, 100.0), "compact_x4": (1.0, 400.0)}
     for name, (min_speedup, min_fps) in goals.items():
         best = [(ref_ms / ms, 1000 / ms, p) for n, sz, p, ms, ref_ms, _, _ in rows
                 if n == name and sz == "512x512" and p.startswith("ours")]

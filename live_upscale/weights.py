@@ -43,6 +43,12 @@ class ModelInfo:
     notes: str = ""
     snapshot: bool = False  # a whole Hugging Face repo (folder in the cache); ``filename`` is a file it must hold
     allow_patterns: tuple[str, ...] | None = None  # snapshot: only these files (None: all)
+    # cost of one model call per input pixel, counted with realesrgan.count_model on the architecture
+    # (tests recount them on random weights in the official layout): parameters, multiply-accumulates,
+    # elements of the largest feature map
+    params: int = 0
+    macs_per_px: float = 0.0
+    act_per_px: float = 0.0
 
     @property
     def source(self) -> str:
@@ -68,6 +74,7 @@ KNOWN_MODELS: dict[str, ModelInfo] = {
             sha256="4e1e09ba96d08bd4b8455e8897c3242a3501e3766f359941ea894122e158a932",
             size=2334339,
             notes="tiny and fast; made for video (the realesrgan default)",
+            params=621424, macs_per_px=619200, act_per_px=64,
         ),
         ModelInfo(
             "realesr-general-x4v3",
@@ -78,6 +85,7 @@ KNOWN_MODELS: dict[str, ModelInfo] = {
             url=f"{_RELEASES}/v0.2.5.0/realesr-general-x4v3.pth",
             sha256="8dc7edb9ac80ccdc30c3a5dca6616509367f05fbc184ad95b731f05bece96292",
             notes="general real-world content, still compact",
+            params=1213296, macs_per_px=1209024, act_per_px=64,
         ),
         ModelInfo(
             "RealESRGAN_x2plus",
@@ -89,6 +97,7 @@ KNOWN_MODELS: dict[str, ModelInfo] = {
             sha256="49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb",
             size=67061725,
             notes="the model Scope's RealESRGAN postprocessor uses",
+            params=16703171, macs_per_px=4483008, act_per_px=256,
         ),
         ModelInfo(
             "RealESRGAN_x4plus",
@@ -99,6 +108,7 @@ KNOWN_MODELS: dict[str, ModelInfo] = {
             url=f"{_RELEASES}/v0.1.0/RealESRGAN_x4plus.pth",
             sha256="4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1",
             size=67040989,
+            params=16697987, macs_per_px=17926848, act_per_px=1024,
         ),
         ModelInfo(
             "RealESRGANv2-animevideo-xsx2",
@@ -109,6 +119,7 @@ KNOWN_MODELS: dict[str, ModelInfo] = {
             url=f"{_RELEASES}/v0.2.3.0/RealESRGANv2-animevideo-xsx2.pth",
             sha256="27985aa2198711ecd72f9bb274ec7b164e018fc9ce2933daaa7c7ab36a2bd3fe",
             notes="the fastest 2x: compact, runs at full input size without a resize",
+            params=600652, macs_per_px=598464, act_per_px=64,
         ),
     ]
 }

@@ -197,14 +197,14 @@ def test_oom_first_makes_batches_smaller_then_tiles(compact_x4):
     real = eng._run_batch
     seen = []
 
-    def limited(x):  # a "GPU" that holds one 16x16 frame per call at most
+    def limited(x):  # a "GPU" that holds one 32x32 frame per call at most
         seen.append(tuple(x.shape))
-        if x.shape[0] * x.shape[-1] * x.shape[-2] > 16 * 16:
+        if x.shape[0] * x.shape[-1] * x.shape[-2] > 32 * 32:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         return real(x)
 
     eng._run_batch = limited
-    x = torch.rand(4, 3, 32, 32)  # the model sees 4 x 16x16
+    x = torch.rand(4, 3, 32, 32)  # the default route: the model sees 4 x 32x32
     y = node.process(x)
     ref = engine(compact_x4).process(x)
     assert (y - ref).abs().max() < 1e-5

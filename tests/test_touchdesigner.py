@@ -144,8 +144,8 @@ def test_parameters_page(callbacks):
     assert "rtx_vsr:" in op.par.Backendstatus.val and op.par.Backendstatus.readOnly
     assert op.par.Scale.val == 2.0 and op.par.Quality.val == "balanced" and op.par.Quality.menuNames == ["fast", "balanced", "high"]
     assert parameters.read(op) == {
-        "backend": "auto", "model": None, "scale": 2.0, "quality": "balanced", "compile": "off", "stabilize": 0.0,
-        "sharpen": 0.0,
+        "backend": "auto", "model": None, "scale": 2.0, "quality": "balanced", "compile": "off", "prescale": "auto",
+        "stabilize": 0.0, "sharpen": 0.0,
     }
     assert op.par.Compile.menuNames == ["off", "default", "reduce-overhead", "max-autotune", "tensorrt"]
 

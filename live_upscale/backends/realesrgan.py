@@ -1,21 +1,32 @@
 """``realesrgan``: any spandrel single-image SR model (RRDB x2plus/x4plus, Compact, SPAN, ...).
 
-- Loads by registered name (weights manager) or by path, without executing pickled code.
+- Loads by registered name (weights manager) or by path, without executing pickled code. With no
+  model named, a native model for the target scale is used when one is cached (at 2x:
+  ``RealESRGANv2-animevideo-xsx2``, then ``RealESRGAN_x2plus``); otherwise ``realesr-animevideov3``.
 - Any input size: pads to the model's size requirements (reflect, replicate when the frame is
   smaller than the pad), crops back.
-- Target scale may differ from the model's. ``prescale='input'`` (default) resizes the input by
-  ``scale/model_scale`` first (cheap: for 2x from a 4x model the model sees a quarter of the
-  pixels); ``prescale='output'`` runs the model at full input size and resizes its output
-  (4x the work, more detail, steadier on clean input).
+- Target scale may differ from the model's (``prescale``, the *route*):
+  ``'output'`` runs the model at full input size and resizes its output with an antialiased
+  filter (``backend_options['downscale']``, default bicubic); for 2x from a 4x model that is 4x
+  the input route's work and keeps the detail (on Vid4 it beats bicubic on detail at about its
+  PSNR and flicker, see README). ``'input'`` resizes the input by ``scale/model_scale`` first: for
+  2x from a 4x model the model sees a quarter of the pixels, a quarter of the cost, but the
+  result is below plain bicubic on PSNR, detail and flicker; a speed option only.
+  ``'auto'`` (default) = ``'output'``.
 - fp16 (else bf16) on CUDA where the architecture supports it, fp32 otherwise; channels_last on
-  CUDA. The whole batch goes through the model at once; nothing syncs the host.
+  CUDA. Frames go through the model in batches (at most ``max_batch`` frames per call); each
+  call's output is resized right away, so only one call's output is ever held at model scale.
+  Nothing syncs the host.
+- :meth:`SpandrelEngine.cost`: multiply-accumulates and activation memory per frame of the route
+  in use, counted on the loaded model (``describe()`` reports them).
 
 Fast path (issue 9): ``compile`` = ``default`` | ``reduce-overhead`` (adds CUDA graphs) |
 ``max-autotune`` (also tunes kernels) | ``tensorrt`` (torch-tensorrt if installed, else
 max-autotune). Shapes are fixed per graph; :class:`CompiledModel` keeps one graph per input
 shape seen, so a size change costs one compile and going back to a size costs none. Batches are
 split into power-of-two parts (8, 4, 2, 1) so any batch size reuses at most four graphs per
-frame size. cuDNN autotuning is on for our calls only (the host's flag is restored).
+frame size. cuDNN autotuning is on for our calls only (the host's flag is restored). Every route
+goes through the same batched, compiled model call.
 """
 
 from __future__ import annotations
@@ -25,13 +36,14 @@ import logging
 import math
 import platform
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from .. import weights
-from ..errors import WeightsError, one_line
+from ..errors import InputError, WeightsError, one_line
 from ..ops.resample import out_size, resize
 from .base import Backend, Capabilities, Engine, EngineConfig, Probe, missing_package, resolve_dtype
 from .registry import register
@@ -39,9 +51,35 @@ from .registry import register
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "realesr-animevideov3"
+# native models preferred over DEFAULT_MODEL when cached and no model is named, per target scale (first wins)
+NATIVE_DEFAULTS: dict[int, tuple[str, ...]] = {2: ("RealESRGANv2-animevideo-xsx2", "RealESRGAN_x2plus")}
+ROUTES = ("auto", "input", "output")
+DOWNSCALE_FILTERS = ("bicubic", "lanczos", "bilinear")
+DEFAULT_DOWNSCALE = "bicubic"
+COST_SIZE = 512  # describe() states the cost per frame at this input size (the project's reference size)
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "tensorrt")
 MAX_SHAPES = 16  # compiled graphs one engine keeps (input shapes); past this, new shapes run eager
 MAX_BATCH = 8  # frames per model call; larger batches are split (memory, and a bounded set of graphs)
+
+
+def default_model(scale: float) -> tuple[str, str]:
+    """The model loaded when none is named at this target scale, and why (for describe/doctor)."""
+    s = float(scale)
+    if s.is_integer():
+        for name in NATIVE_DEFAULTS.get(int(s), ()):
+            if weights.is_cached(name):
+                return name, f"native {int(s)}x model cached"
+    return DEFAULT_MODEL, "default model"
+
+
+def resolve_route(prescale: str | None, model_scale: float, scale: float) -> str:
+    """``'native'`` when the model's scale is the target, else ``'input'`` or ``'output'`` (``'auto'`` = output)."""
+    p = str(prescale or "auto").strip().lower()
+    if p not in ROUTES:
+        raise InputError(f"prescale must be one of {', '.join(ROUTES)}, not {prescale!r}")
+    if float(model_scale) == float(scale):
+        return "native"
+    return "output" if p == "auto" else p
 
 
 def batch_plan(n: int, max_batch: int = MAX_BATCH, pow2: bool = True) -> list[int]:
@@ -209,6 +247,70 @@ def load_descriptor(path, device: torch.device | str = "cpu"):
     return desc.eval()
 
 
+@dataclass(frozen=True)
+class Cost:
+    """What one frame costs on a route: model multiply-accumulates and peak activation memory."""
+
+    route: str
+    model_pixels: int  # pixels the model runs on (the input, or the input resized)
+    macs: float  # multiply-accumulates of one model call on one frame
+    activation_bytes: float  # peak working memory of one frame (largest feature maps, model output, result)
+    weight_bytes: float = 0.0
+
+    @property
+    def vram_gb(self) -> float:
+        return (self.activation_bytes + self.weight_bytes) / 2**30
+
+
+def count_model(model: torch.nn.Module, size_requirements=None, side: int = 32) -> tuple[float, float]:
+    """(multiply-accumulates, elements of the largest tensor a module produces) per input pixel of ``model``,
+    counted on one small probe frame: FLOPs with ``torch.utils.flop_counter``, activations with forward hooks.
+    Convolutional SR models scale linearly with the pixels, so the figures hold at any size."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    p = next(iter(model.parameters()), None)
+    dev, dt = (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
+    x, _, _ = pad_to_requirements(torch.zeros(1, 3, side, side, device=dev, dtype=dt), size_requirements)
+    px = int(x.shape[-2] * x.shape[-1])
+    biggest = [x.numel()]
+
+    def hook(_m, _i, out):
+        if isinstance(out, torch.Tensor):
+            biggest[0] = max(biggest[0], out.numel())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return fc.get_total_flops() / 2.0 / px, biggest[0] / px
+
+
+def route_cost(macs_per_px: float, act_per_px: float, model_scale: float, scale: float, route: str,
+               h: int, w: int, elt_bytes: int = 2, weight_bytes: float = 0.0) -> Cost:
+    """Cost of one ``h x w`` frame on ``route`` ('native', 'input' or 'output', see :func:`resolve_route`)."""
+    mh, mw = out_size(h, w, scale / model_scale) if route == "input" else (h, w)
+    mp = mh * mw
+    oh, ow = out_size(h, w, scale)
+    # two live feature maps + the model-scale output in the model dtype and as float32 + the result (float32)
+    act = mp * (2 * act_per_px * elt_bytes + 3 * model_scale**2 * (elt_bytes + 4)) + oh * ow * 3 * 4
+    return Cost(route, mp, macs_per_px * mp, act, weight_bytes)
+
+
+def estimated_vram_gb(model: str = DEFAULT_MODEL, scale: float = 2.0, prescale: str = "auto",
+                      size: int = COST_SIZE, batch: int = 1) -> float:
+    """VRAM (GB, fp16) of a registered model on a route for ``batch`` frames of ``size``², from the registry's
+    counted figures (weights + activations; no CUDA context). None of the figures: 0."""
+    info = weights.lookup(model)
+    if info is None or not info.macs_per_px:
+        return 0.0
+    route = resolve_route(prescale, info.scale, scale)
+    c = route_cost(info.macs_per_px, info.act_per_px, info.scale, scale, route, size, size, 2, info.params * 2)
+    return (batch * c.activation_bytes + c.weight_bytes) / 2**30
+
+
 def pad_to_requirements(x: torch.Tensor, req) -> tuple[torch.Tensor, int, int]:
     """Pad right/bottom to satisfy spandrel SizeRequirements; returns (x, h, w) of the original."""
     h, w = x.shape[-2:]
@@ -227,12 +329,18 @@ def pad_to_requirements(x: torch.Tensor, req) -> tuple[torch.Tensor, int, int]:
 
 
 class SpandrelEngine(Engine):
-    def __init__(self, config: EngineConfig, descriptor, source: str):
+    def __init__(self, config: EngineConfig, descriptor, source: str, why: str = ""):
         super().__init__(config)
         self.desc = descriptor
         self.source = source
+        self.why = why  # how the model was chosen when none was named ('' when it was)
         self.model_scale = int(descriptor.scale)
-        self.route = config.options.get("prescale", "input")
+        self.route = resolve_route(config.options.get("prescale", "auto"), self.model_scale, self.scale)
+        self.downscale = str(config.options.get("downscale", DEFAULT_DOWNSCALE) or DEFAULT_DOWNSCALE).lower()
+        if self.downscale not in DOWNSCALE_FILTERS:
+            raise InputError(f"downscale must be one of {', '.join(DOWNSCALE_FILTERS)}, not {self.downscale!r}")
+        self._counted: tuple[float, float] | None = None
+        self._cost_text: str | None = None
         self.tile = int(config.options.get("tile", 0) or 0)  # 0 = whole frames; set on OOM
         self.overlap = int(config.options.get("tile_overlap", 16))
         self._last_hw: tuple[int, int] | None = None
@@ -267,14 +375,40 @@ class SpandrelEngine(Engine):
         )
 
     def _route_note(self) -> str:
-        if self.scale == self.model_scale:
+        r = self.scale / self.model_scale
+        if self.route == "native":
             note = f"native {self.model_scale}x"
         elif self.route == "input":
-            note = f"{self.model_scale}x model, input resized by {self.scale / self.model_scale:g} first"
+            note = f"{self.model_scale}x model, input resized by {r:g} first (speed route)"
         else:
-            note = f"{self.model_scale}x model, output resized by {self.scale / self.model_scale:g}"
+            note = f"{self.model_scale}x model at full input size, output resized by {r:g} ({self.downscale}, antialiased)"
         if self.compiled is not None:
             note += f", compiled {self.compiled.mode}" + (f" ({self.compiled.note})" if self.compiled.note else "")
+        return note
+
+    def cost(self, h: int = COST_SIZE, w: int | None = None, route: str | None = None) -> Cost:
+        """Model work and memory of one ``h x w`` frame on ``route`` (default: this engine's), counted on the
+        loaded model once (a 32² probe frame) and scaled by the pixels the route feeds the model."""
+        if self._counted is None:
+            self._counted = count_model(self.model, self.desc.size_requirements)
+        macs, act = self._counted
+        elt = torch.finfo(self.dtype).bits // 8
+        wb = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return route_cost(macs, act, self.model_scale, self.scale, route or self.route, h, w or h, elt, wb)
+
+    def _cost_note(self) -> str:
+        if self._cost_text is not None:  # hosts show describe() every cook: counted once
+            return self._cost_text
+        try:
+            c = self.cost()
+        except Exception as e:  # noqa: BLE001 - an architecture the counter cannot trace must not stop a load
+            log.debug("live-upscale: cost not counted: %s", one_line(e))
+            return "cost not counted"
+        note = f"{c.macs / 1e9:.0f} GMAC/frame at {COST_SIZE}² in"
+        if self.route != "native":
+            other = self.cost(route="input" if self.route == "output" else "output")
+            note += f", {c.macs / other.macs:.2g}x the {other.route} route's"
+        self._cost_text = note
         return note
 
     def run_model(self, x: torch.Tensor) -> torch.Tensor:
@@ -307,16 +441,24 @@ class SpandrelEngine(Engine):
         self.tile = max(smallest, (self.tile or largest) // 2)
         return f"tiles of {self.tile} px with {self.overlap} px overlap"
 
-    def _run_whole(self, x: torch.Tensor) -> torch.Tensor:
+    def _run_whole(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Model on ``x`` in batches; ``size``: each batch's output is resized to it right away."""
         n = x.shape[0]
         plan = batch_plan(n, self.max_batch, pow2=self.compiled is not None)
         if len(plan) == 1:
-            return self._run_batch(x)
+            return self._resized(self._run_batch(x), size)
         out, i = [], 0
         for k in plan:
-            out.append(self._run_batch(x[i : i + k]))
+            out.append(self._resized(self._run_batch(x[i : i + k]), size))
             i += k
         return torch.cat(out)
+
+    def _resized(self, y: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+        if size is None or tuple(y.shape[-2:]) == tuple(size):
+            return y
+        # a downscale (output route) uses the chosen antialiased filter; other resizes stay bicubic
+        shrink = size[0] < y.shape[-2]
+        return resize(y, size, self.downscale if shrink else "bicubic").clamp_(0.0, 1.0)
 
     def _run_batch(self, x: torch.Tensor) -> torch.Tensor:
         x, h, w = pad_to_requirements(x.to(self.dtype), self.desc.size_requirements)
@@ -335,16 +477,21 @@ class SpandrelEngine(Engine):
         h, w = frames.shape[-2:]
         target = out_size(h, w, self.scale)
         x = frames
-        if self.route == "input" and self.scale != self.model_scale:
+        if self.route == "input":
             x = resize(x, out_size(h, w, self.scale / self.model_scale), "bicubic").clamp_(0.0, 1.0)
-        y = self.run_model(x)
-        if tuple(y.shape[-2:]) != target:
-            y = resize(y, target, "bicubic").clamp_(0.0, 1.0)
-        return y
+        mh, mw = x.shape[-2:]
+        if self.tile and (mh > self.tile or mw > self.tile):
+            y = self.run_model(x)  # tiles are stitched at model scale, then resized as a whole
+        else:
+            self._last_hw, self._last_n = (mh, mw), int(x.shape[0])
+            y = self._run_whole(x, target)  # resized batch by batch: no whole batch at model scale
+        return self._resized(y, target)
 
     def describe(self) -> str:
         arch = self.desc.architecture.name
-        return f"{arch} from {self.source} ({self._route_note()}, {str(self.dtype).removeprefix('torch.')})"
+        src = f"{self.source} ({self.why})" if self.why else self.source
+        return (f"{arch} from {src} ({self._route_note()}; {self._cost_note()}; "
+                f"{str(self.dtype).removeprefix('torch.')})")
 
     def close(self) -> None:
         self.model = None
@@ -363,17 +510,24 @@ class RealESRGANBackend(Backend):
     def probe(cls, device: torch.device, model: str | None = None) -> Probe:
         if why := missing_package("spandrel"):
             return Probe(False, why)
-        name = model or DEFAULT_MODEL
-        if weights.is_cached(name):
-            return Probe(True, f"weights: {name}")
-        info = weights.lookup(name)
-        if info is not None:
-            return Probe(False, f"weights '{info.name}' not cached: run `live-upscale models fetch {info.name}`", True)
-        return Probe(False, f"weights not found: {name}")
+        if model:
+            if weights.is_cached(model):
+                return Probe(True, f"weights: {model}")
+            info = weights.lookup(model)
+            if info is not None:
+                return Probe(False, f"weights '{info.name}' not cached: run `live-upscale models fetch {info.name}`", True)
+            return Probe(False, f"weights not found: {model}")
+        native = {s: n for s, names in NATIVE_DEFAULTS.items() for n in reversed(names) if weights.is_cached(n)}
+        at = "; ".join(f"at {s}x: native {n}" for s, n in sorted(native.items()))
+        if weights.is_cached(DEFAULT_MODEL):
+            return Probe(True, f"weights: {DEFAULT_MODEL}" + (f" ({at})" if at else ""))
+        if native:
+            return Probe(True, f"weights: {at} only ({DEFAULT_MODEL} for other scales is not cached)")
+        return Probe(False, f"weights '{DEFAULT_MODEL}' not cached: run `live-upscale models fetch {DEFAULT_MODEL}`", True)
 
     @classmethod
     def load(cls, config: EngineConfig) -> Engine:
-        name = config.model or DEFAULT_MODEL
+        name, why = (config.model, "") if config.model else default_model(config.scale)
         path = weights.resolve(name, download=bool(config.options.get("download", True)))
         desc = load_descriptor(path)
-        return SpandrelEngine(config, desc, source=str(name))
+        return SpandrelEngine(config, desc, source=str(name), why=why if name != DEFAULT_MODEL else "")

@@ -175,7 +175,7 @@ class UpscaleNode:
                 options={
                     **p.backend_options,
                     "quality": p.quality,
-                    "prescale": p.prescale,
+                    **({} if p.prescale == "auto" else {"prescale": p.prescale}),  # auto: the backend's default
                     "sharpen": p.sharpen,
                     "download": p.download,
                     "compile": p.compile,

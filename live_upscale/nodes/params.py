@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 Quality = Literal["fast", "balanced", "high"]
-Route = Literal["input", "output"]
+Route = Literal["auto", "input", "output"]
 Compile = Literal["off", "default", "reduce-overhead", "max-autotune", "tensorrt"]
 
 
@@ -27,9 +27,11 @@ class UpscaleParams(BaseModel):
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     precision: Precision = Field("auto", description="Compute dtype; 'auto' = fp16/bf16 on CUDA where the model supports it.")
     prescale: Route = Field(
-        "input",
-        description="When the model's scale differs from the target: resize the input first ('input', cheaper) "
-        "or resize the model's output ('output', more detail, more cost).",
+        "auto",
+        description="When the model's scale differs from the target: 'output' runs the model at full size and "
+        "downscales its output (antialiased; keeps detail; for 2x from a 4x model 4x the work of 'input'), "
+        "'input' resizes the input first (the speed route: a quarter of the work, below bicubic quality); "
+        "'auto' = each backend's default (realesrgan: output; stream_diffvsr: input).",
     )
     compile: Compile = Field(
         "off",

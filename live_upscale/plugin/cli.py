@@ -58,8 +58,9 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=None, help="engine id, or 'auto' for the best that can run here (default)")
     p.add_argument("--model", default=None, help="registered model name or path to a weights file")
     p.add_argument("--scale", default=None, help="output size / input size, 1 to 8 (default 2)")
-    p.add_argument("--prescale", default=None, metavar="{input,output}",
-                   help="model scale != target: resize the input first (default) or the model's output")
+    p.add_argument("--prescale", default=None, metavar="{auto,input,output}",
+                   help="model scale != target: 'output' runs the model at full size and downscales its output "
+                   "(realesrgan's default, 'auto'), 'input' resizes the input first (faster, below bicubic quality)")
     p.add_argument("--quality", default=None, metavar="{fast,balanced,high}", help="default balanced")
     p.add_argument("--sharpen", default=None, help="extra unsharp-mask amount (0-2)")
     p.add_argument("--stabilize", default=None, metavar="STRENGTH",

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import weights
+from ...backends.realesrgan import DEFAULT_MODEL, NATIVE_DEFAULTS, estimated_vram_gb
 from ...errors import one_line
 from ...nodes import UpscaleNode, UpscaleParams
 
@@ -82,9 +83,9 @@ FALLBACK_BACKEND = "classic"  # no weights, any device: what we load when the ch
 VRAM_GB: dict[str, float] = {
     # no weights; a 1024x1024 RGB fp32 frame is 12.6 MB, a few buffers alive
     "classic": 0.1,
-    # realesr-animevideov3 (0.6 M params, 2.4 MB): 64-channel fp16 maps at 512x512 are 34 MB each;
-    # RealESRGAN_x2plus (16.7 M params, 67 MB): 64-channel maps up to 1024x1024 (134 MB each)
-    "realesrgan": 1.0,
+    # counted on the default route's model at 512² in, 2x, batch 1, fp16 (the 4x default at full size, or
+    # a native 2x model when cached, whichever is heavier), plus ~0.5 GB for the CUDA context and slack
+    "realesrgan": round(0.5 + max(estimated_vram_gb(m, 2.0) for m in (DEFAULT_MODEL, *NATIVE_DEFAULTS[2])), 1),
     # the SDK's own buffers and models; NVIDIA publishes no figure: the same allowance as realesrgan
     "rtx_vsr": 1.0,
     # 1752 M params in bf16 = 3.5 GB (DiT 1419 M, LQ projection 288 M, TCDecoder 45 M) plus the

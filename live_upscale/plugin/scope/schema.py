@@ -26,6 +26,7 @@ from scope.core.pipelines.base_schema import (
 
 from ... import __version__
 from ...backends import backends
+from ...backends.realesrgan import DEFAULT_MODEL, NATIVE_DEFAULTS
 from ...weights import KNOWN_MODELS
 from .adapter import (
     DEFAULT_BACKEND,
@@ -41,7 +42,6 @@ from .adapter import (
 _TIER_BACKENDS = {t.backend for t in TIERS.values() if t.backend}
 _BACKENDS = tuple(dict.fromkeys(["auto", *(b.id for b in backends() if b.id not in _TIER_BACKENDS)]))
 _MODELS = tuple(KNOWN_MODELS)
-_DEFAULT_MODEL = "realesr-animevideov3" if "realesr-animevideov3" in KNOWN_MODELS else _MODELS[0]
 
 
 def _knob(name: str, order: int, label: str, modulatable: bool = True):
@@ -111,10 +111,11 @@ class LiveUpscaleConfig(_UpscaleBase):
         json_schema_extra=ui_field_config(order=1, label="Backend", is_load_param=True),
     )
     upscale_model: str = Field(
-        default=_DEFAULT_MODEL,
-        description=f"realesrgan: {', '.join(m for m in _MODELS if KNOWN_MODELS[m].backend == 'realesrgan')}, "
-        "or the path of any spandrel SR weights file (.pth/.safetensors). rtx_vsr: an SDK spec such as "
-        "ULTRA,denoise=low. Ignored by classic.",
+        default="",
+        description=f"Empty: realesrgan's default ({DEFAULT_MODEL}, or at 2x a native 2x model when cached: "
+        f"{', '.join(NATIVE_DEFAULTS[2])}). realesrgan: "
+        f"{', '.join(m for m in _MODELS if KNOWN_MODELS[m].backend == 'realesrgan')}, or the path of any spandrel "
+        "SR weights file (.pth/.safetensors). rtx_vsr: an SDK spec such as ULTRA,denoise=low. Ignored by classic.",
         json_schema_extra=ui_field_config(order=2, label="Model", is_load_param=True),
     )
     upscale_scale: Literal[SCALES] = _SCALE  # type: ignore[valid-type]
@@ -123,8 +124,8 @@ class LiveUpscaleConfig(_UpscaleBase):
         description=node_field("precision").description,
         json_schema_extra=ui_field_config(order=4, label="Precision", is_load_param=True),
     )
-    upscale_prescale: Literal["input", "output"] = Field(
-        default="input",
+    upscale_prescale: Literal["auto", "input", "output"] = Field(
+        default=node_field("prescale").default,
         description=node_field("prescale").description,
         json_schema_extra=ui_field_config(order=5, label="Model scale route", is_load_param=True),
     )

@@ -17,6 +17,7 @@ PAGE = "Upscale"
 INFO_PAGE = "Info"
 QUALITIES = ("fast", "balanced", "high")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "tensorrt")
+ROUTES = ("auto", "output", "input")  # the node's prescale; auto = the backend's default (realesrgan: output)
 # name -> (node parameter, default)
 NODE_PARS: dict[str, tuple[str, Any]] = {
     "Backend": ("backend", "auto"),
@@ -24,6 +25,7 @@ NODE_PARS: dict[str, tuple[str, Any]] = {
     "Scale": ("scale", 2.0),
     "Quality": ("quality", "balanced"),
     "Compile": ("compile", "off"),
+    "Prescale": ("prescale", "auto"),
     "Stabilize": ("stabilize", 0.0),
     "Sharpen": ("sharpen", 0.0),
 }
@@ -87,6 +89,9 @@ def setup(script_op, device: torch.device) -> None:
     p = _first(page.appendMenu("Compile", label="Compile (pauses TD once per size)"))
     _set(p, menuNames=list(COMPILE_MODES), default="off", val="off",
          menuLabels=["Off", "Default", "CUDA graphs (reduce-overhead)", "Max autotune", "TensorRT (if installed)"])
+    p = _first(page.appendMenu("Prescale", label="Model scale route"))
+    _set(p, menuNames=list(ROUTES), default="auto", val="auto", menuLabels=[
+        "Auto (full size, output downscaled)", "Full size, output downscaled", "Input resized first (fast, soft)"])
     p = _first(page.appendFloat("Stabilize", label="Stabilize"))
     _set(p, default=0.0, val=0.0, min=0.0, max=1.0, normMin=0.0, normMax=1.0, clampMin=True, clampMax=True)
     p = _first(page.appendFloat("Sharpen", label="Sharpen"))
