@@ -206,14 +206,15 @@ def test_vram_estimate_follows_the_route():
 
 
 def test_hosts_default_to_auto():
-    from live_upscale.plugin.cli import build_parser
+    from live_upscale.plugin.cli import build_parser, node_params
     from live_upscale.plugin.touchdesigner import parameters
     from tests.standins import td
 
     assert UpscaleParams().prescale == "auto"
     args = build_parser().parse_args(["upscale", "a.mp4", "-o", "b.mp4"])
-    assert args.prescale == "auto"
-    assert build_parser().parse_args(["upscale", "a.mp4", "-o", "b.mp4", "--prescale", "input"]).prescale == "input"
+    assert node_params(args).prescale == "auto"  # the CLI leaves defaults to the node's params
+    args = build_parser().parse_args(["upscale", "a.mp4", "-o", "b.mp4", "--prescale", "input"])
+    assert node_params(args).prescale == "input"
     op = td.ScriptTOP([td.TOP(np.zeros((8, 8, 4), np.uint8))])
     parameters.setup(op, CPU)
     assert op.par.Prescale.menuNames == ["auto", "output", "input"] and op.par.Prescale.val == "auto"
