@@ -482,7 +482,7 @@ class Server:
             self.sessions.pop(s.id, None)
             if not ws.closed:
                 try:
-                    await ws.close(code=code, message=reason[:120].encode())
+                    await ws.close(code=code, message=reason.encode()[:120].decode("utf-8", "ignore").encode())
                 except Exception:  # noqa: BLE001
                     pass
             try:
@@ -511,9 +511,9 @@ class Server:
         if hello.get("protocol", PROTOCOL) != PROTOCOL:
             raise SessionError(f"protocol {hello.get('protocol')!r} is not spoken here (this server: {PROTOCOL})")
         mode, codec, quality = hello.get("mode", "live"), hello.get("codec", "raw"), hello.get("jpeg_quality", 90)
-        if mode not in ("live", "file"):
+        if not isinstance(mode, str) or mode not in ("live", "file"):
             raise SessionError("mode must be 'live' or 'file'")
-        if codec not in wire.CODECS:
+        if not isinstance(codec, str) or codec not in wire.CODECS:
             raise SessionError(f"codec must be one of {', '.join(wire.CODECS)}")
         if not isinstance(quality, int) or isinstance(quality, bool) or not 1 <= quality <= 100:
             raise SessionError("jpeg_quality must be an integer from 1 to 100")
@@ -551,6 +551,34 @@ async def start(cfg: ServeConfig):
         await runner.cleanup()
         raise LiveUpscaleError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
     return runner, server
+
+
+class ServerThread:
+    """A server on its own event-loop thread (tests, notebooks): ``with ServerThread(cfg) as url: ...``."""
+
+    def __init__(self, cfg: ServeConfig):
+        import threading
+
+        self.cfg = cfg
+        self.server: Server | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="live-upscale-serve")
+        self._runner = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.cfg.tls_cert else 'http'}://{self.cfg.host}:{self.cfg.port}"
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        self._runner, self.server = asyncio.run_coroutine_threadsafe(start(self.cfg), self._loop).result(30)
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
 
 
 def run(cfg: ServeConfig) -> int:
@@ -641,4 +669,4 @@ def cmd_serve(a: argparse.Namespace) -> int:
     return run(config_from_args(a))
 
 
-__all__ = ["ServeConfig", "Server", "add_arguments", "cmd_serve", "config_from_args", "run", "start"]
+__all__ = ["ServeConfig", "Server", "ServerThread", "add_arguments", "cmd_serve", "config_from_args", "run", "start"]
