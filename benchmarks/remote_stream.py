@@ -399,6 +399,8 @@ def main() -> int:
     ap.add_argument("--quality", default="fast", choices=["fast", "balanced", "high"], help="classic's quality")
     ap.add_argument("--codec", default="raw", choices=["raw", "png", "jpeg"])
     ap.add_argument("--fps", type=float, default=20.0, help="live host frame rate")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for the server and the local/aiortc runs (1: the client keeps a core)")
     ap.add_argument("--no-webrtc", action="store_true")
     ap.add_argument("--soak", type=float, default=0.0, help="also soak for this many seconds (1200 = 20 min)")
     ap.add_argument("--max-growth-mb", type=float, default=25.0)
@@ -406,9 +408,9 @@ def main() -> int:
 
     import torch
 
-    threads = torch.get_num_threads()  # the server's torch uses as many; so do the local and aiortc runs
+    threads = a.threads  # the server's torch uses as many; so do the local and aiortc runs
     load0 = os.getloadavg()
-    srv = Server(free_port())
+    srv = Server(free_port(), threads)
     ok = True
     rows = []
     try:

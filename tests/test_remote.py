@@ -642,3 +642,58 @@ def test_fuzz_session_messages_never_crash_the_server(served, msgs):
     assert kinds[:1] == ["ready"]
     assert code is None or 4000 <= code < 5000 or code == 1000, (kinds, code)
     assert http(served.url + "/health")[0] == 200 and served.alive()
+
+
+# --- TLS and a short soak ---------------------------------------------------------------------------------
+
+
+def _self_signed(tmp_path):
+    x509 = pytest.importorskip("cryptography.x509")
+    import datetime
+    import ipaddress
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    c, k = tmp_path / "cert.pem", tmp_path / "key.pem"
+    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))
+    return c, k
+
+
+def test_tls_with_a_private_certificate(tmp_path):
+    cert, key = _self_signed(tmp_path)
+    cfg = ServeConfig(port=free_port(), backend="classic", device="cpu", token=TOKEN, tls_cert=str(cert), tls_key=str(key))
+    with ServerThread(cfg) as url:
+        assert url.startswith("https://")
+        good = UpscaleNode(backend="remote", model=f"{url} ca={cert} codec=raw", device="cpu")
+        y = good.process(as_tensor(frames_u8(2)))
+        tail = good.flush()
+        assert y.shape[0] + (tail.shape[0] if tail is not None else 0) == 2
+        # without the CA the certificate is not trusted: refused, with the reason
+        untrusted = UpscaleNode(backend="remote", model=f"{url} timeout=3", device="cpu")
+        with pytest.raises(LiveUpscaleError, match="not available"):
+            untrusted.process(as_tensor(frames_u8(1)))
+        for n in (good, untrusted):
+            n.close()
+        remote_backend.close_all()
+
+
+def test_short_loopback_soak_memory_is_flat(served):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from remote_stream import soak
+
+    s = soak(served.url, served.proc.pid, seconds=5.0, n=96, fps=30.0, token=TOKEN, samples=10)
+    assert s["errors"] == 0 and s["cooks"] > 20 and s["received"] >= s["cooks"] // 2, s
+    assert s["client_growth_mb"] < 30 and s["server_growth_mb"] < 30, s["rows"]

@@ -7,7 +7,8 @@
   TouchDesigner 2023 builds run Python 3.11, so the venv must be 3.11 too. The script
     1. finds Python 3.11 (the "py" launcher, else python.exe on PATH),
     2. creates the venv (default: .venv in the repository root, i.e. next to the project),
-    3. installs torch from PyTorch's CUDA index, then this package (editable),
+    3. installs torch from PyTorch's CUDA index, then this package (editable, with the [remote] extra
+       for upscaling on a cloud GPU running "live-upscale serve"),
     4. with -Rtx, installs nvidia-vfx from NVIDIA's package index (https://pypi.nvidia.com),
     5. runs "live-upscale doctor" to show which backends can run,
     6. writes a Script TOP callbacks file with the venv path filled in, and prints the line to add to TD.
@@ -95,7 +96,8 @@ Run $vpy @("-m", "pip", "install", "--upgrade", "pip")
 
 # --- 3. CUDA torch, then this package --------------------------------------------------------------
 Run $vpy @("-m", "pip", "install", $Torch, "--index-url", "https://download.pytorch.org/whl/$Cuda")
-Run $vpy @("-m", "pip", "install", "-e", $Root)
+# [remote]: the client of `live-upscale serve` (a cloud GPU), selectable as the TOP's "remote" backend
+Run $vpy @("-m", "pip", "install", "-e", "$($Root)[remote]")
 
 # --- 4. nvidia-vfx (optional) --------------------------------------------------------------------
 if ($Rtx) {

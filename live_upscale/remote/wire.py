@@ -49,20 +49,21 @@ def _cv2():
 
 
 def encode(fid: int, pixels: np.ndarray, codec: str = "raw", quality: int = 90, server_ms: float = 0.0,
-           queue: int = 0) -> bytes:
+           queue: int = 0) -> bytes | bytearray:
     """``(H, W, 3)`` uint8 RGB -> one message."""
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
         raise InputError(f"wire frames are (H, W, 3) uint8, got {pixels.shape} {pixels.dtype}")
     h, w = int(pixels.shape[0]), int(pixels.shape[1])
     quality = int(min(100, max(1, quality)))
-    if codec == "raw":
-        body = np.ascontiguousarray(pixels).tobytes()
-    elif codec in ("png", "jpeg"):
-        body = _compress(pixels, codec, quality)
-    else:
+    if codec not in CODECS:
         raise InputError(f"unknown codec {codec!r}; use raw, png or jpeg")
-    head = HEADER.pack(MAGIC, VERSION, KIND_FRAME, CODECS[codec], quality, 3, fid, h, w, server_ms, queue)
-    return head + body
+    fields = (MAGIC, VERSION, KIND_FRAME, CODECS[codec], quality, 3, fid, h, w, server_ms, queue)
+    if codec == "raw":  # one copy: the pixels straight into the message
+        msg = bytearray(HEADER.size + h * w * 3)
+        HEADER.pack_into(msg, 0, *fields)
+        np.frombuffer(msg, np.uint8, offset=HEADER.size).reshape(h, w, 3)[...] = pixels
+        return msg  # aiohttp sends a bytearray as it is
+    return HEADER.pack(*fields) + _compress(pixels, codec, quality)
 
 
 def _compress(pixels: np.ndarray, codec: str, quality: int) -> bytes:
@@ -137,8 +138,8 @@ def _decompress(body: bytes, name: str) -> np.ndarray:
 
 def to_pixels(frames: torch.Tensor) -> list[np.ndarray]:
     """``(N,3,H,W)`` float [0,1] (any device) -> N ``(H,W,3)`` uint8 arrays."""
-    u8 = frames.detach().clamp(0, 1).mul(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return list(u8)
+    u8 = frames.detach().mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return list(u8)  # (H,W,3) views of the permuted tensor: encode() copies each once, into its message
 
 
 def to_tensor(pixels: list[np.ndarray], device: torch.device) -> torch.Tensor:
