@@ -134,19 +134,20 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 # --- the measured paths ---------------------------------------------------------------------------------
 
 
-def local_case(frames, quality: str) -> tuple[list[float], list[np.ndarray]]:
+def local_case(frames, quality: str) -> tuple[list[float], list[np.ndarray], float]:
     from live_upscale import UpscaleNode
     from live_upscale.remote import wire
 
     node = UpscaleNode(backend="classic", quality=quality, scale=2.0, device="cpu")
     node.process(wire.to_tensor(frames[:1], node.device))
     ms, outs = [], []
+    c0 = cpu_s()
     for f in frames:
         t0 = time.perf_counter()
         y = node.process(wire.to_tensor([f], node.device))
         outs.append(wire.to_pixels(y)[0])
         ms.append((time.perf_counter() - t0) * 1000)
-    return ms, outs
+    return ms, outs, (cpu_s() - c0) * 1000 / len(frames)
 
 
 def file_case(url: str, frames, refs, quality: str, codec: str, seconds: float, server_pid: int) -> dict:
@@ -417,7 +418,7 @@ def main() -> int:
         for n in a.cases:
             frames = load_frames(n)
             torch.set_num_threads(threads)
-            ms, refs = local_case(frames, a.quality)
+            ms, refs, local_cpu = local_case(frames, a.quality)
             torch.set_num_threads(1)  # the client of the server does little compute: leave the cores to it
             f = file_case(srv.url, frames, refs, a.quality, a.codec, a.seconds, srv.proc.pid)
             lv = live_case(srv.url, frames, a.quality, a.codec, a.seconds, a.fps, srv.proc.pid)
@@ -427,7 +428,7 @@ def main() -> int:
             add50, add95 = pct(lv["rtt"], 0.5) - local_p50, pct(lv["rtt"], 0.95) - local_p50
             rows.append((n, local_p50, local_p95, f, lv, w, add50, add95))
             print(f"\n== {n}x{n} -> {2 * n}x{2 * n}, classic quality={a.quality}, codec={a.codec} ==")
-            print(f"local:  {local_p50:.1f} / {local_p95:.1f} ms per frame (p50/p95)")
+            print(f"local:  {local_p50:.1f} / {local_p95:.1f} ms per frame (p50/p95), CPU {local_cpu:.1f} ms per frame")
             print(f"file:   {f['fps']:.1f} fps sustained over {a.seconds:g} s, {f['returned']}/{f['sent']} back, "
                   f"lost {f['lost']}, wrong {f['wrong']}; {f['up'] / 1024:.0f} KiB up, {f['down'] / 1024:.0f} KiB down "
                   f"per frame; CPU {f['cpu_client_ms']:.1f} ms client, {f['cpu_server_ms']:.1f} ms server per frame")
@@ -436,6 +437,9 @@ def main() -> int:
                   f"(p50/p95); delay {lv['delay']} frames; not sent {lv['not_sent']}, lost {lv['lost']}, late "
                   f"{lv['late']}, passed through {lv['passed']}; cook {lv['cook_p50']:.1f} / {lv['cook_p95']:.1f} ms; "
                   f"CPU {lv['cpu_client_ms']:.1f} ms client, {lv['cpu_server_ms']:.1f} ms server per frame")
+            ceiling = 1000 / max(f["cpu_server_ms"], f["cpu_client_ms"], 1e-3)
+            print(f"CPU:    server {f['cpu_server_ms'] - local_cpu:+.1f} ms per frame over the local run (transport, "
+                  f"conversions); one free core per side would carry {ceiling:.1f} fps (CPU-bound ceiling)")
             if w:
                 print(f"aiortc: {w['codec']} {w['fps']:.1f} fps, latency {pct(w['lat'], 0.5):.1f} / {pct(w['lat'], 0.95):.1f} "
                       f"ms (added {pct(w['lat'], 0.5) - local_p50:.1f}), dropped {w['dropped']}; "
