@@ -600,7 +600,7 @@ async def _session_msgs(url: str, first: list, then: list) -> tuple[list, int | 
             for m in [*first, *then]:
                 if ws.closed:
                     break
-                await (ws.send_bytes(m) if isinstance(m, bytes) else ws.send_str(m))
+                await (ws.send_bytes(m) if isinstance(m, (bytes, bytearray)) else ws.send_str(m))
             try:
                 while True:
                     m = await ws.receive(timeout=0.6)
