@@ -185,6 +185,8 @@ class RemoteEngine(Engine):
         self._next_id = 0
         self._expected: list[int] = []  # file mode: ids sent, in order, not yet returned
         self._gen = None
+        self._allowed = 1 << 30  # live: frames in flight the server's queue depth allows (see process_live)
+        self._last_seen = -1
         self.late = 0  # live cooks that repeated an older frame because the one due was not back
         self.passed = 0  # live cooks answered with the resized input
         self.status = self.link.status
@@ -223,9 +225,16 @@ class RemoteEngine(Engine):
             fid = self._next_id
             self._next_id += 1
             if self.link.is_ready:
-                self.link.send_frame(fid, wire.to_pixels(x)[0], self.window)
+                self.link.send_frame(fid, wire.to_pixels(x)[0], min(self.window, self._allowed))
             want = out_size(x.shape[-2], x.shape[-1], self.scale)
             r = self.link.latest_at_or_before(fid - self.delay, want)
+            if r is not None and r.id != self._last_seen:
+                # frames queueing on the server only add latency: send fewer until its queue drains
+                self._last_seen = r.id
+                if r.queue >= 1:
+                    self._allowed = max(1, self._allowed - 1)
+                else:
+                    self._allowed = min(self.window, self._allowed + 1)
             if r is not None:
                 if r.id != fid - self.delay:
                     self.late += 1
