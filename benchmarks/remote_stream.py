@@ -400,7 +400,8 @@ def soak(url: str, server_pid: int, seconds: float, n: int = 512, fps: float = 2
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="per measured phase")
-    ap.add_argument("--cases", type=int, nargs="+", default=[256, 512], help="input sizes N (N x N -> 2N x 2N)")
+    ap.add_argument("--cases", type=int, nargs="*", default=[256, 512],
+                    help="input sizes N (N x N -> 2N x 2N); none with --soak: soak only")
     ap.add_argument("--quality", default="fast", choices=["fast", "balanced", "high"], help="classic's quality")
     ap.add_argument("--codec", default="raw", choices=["raw", "png", "jpeg"])
     ap.add_argument("--fps", type=float, default=20.0, help="live host frame rate")
@@ -408,6 +409,7 @@ def main() -> int:
                     help="torch threads for the server and the local/aiortc runs (1: the client keeps a core)")
     ap.add_argument("--no-webrtc", action="store_true")
     ap.add_argument("--soak", type=float, default=0.0, help="also soak for this many seconds (1200 = 20 min)")
+    ap.add_argument("--soak-size", type=int, default=512, help="input size N of the soak")
     ap.add_argument("--max-growth-mb", type=float, default=25.0)
     a = ap.parse_args()
 
@@ -454,10 +456,10 @@ def main() -> int:
                 ok &= met
                 print(f"goal (>= 20 fps, added p50 <= 60 ms, 0 lost): {'met' if met else 'NOT met'}")
         if a.soak > 0:
-            s = soak(srv.url, srv.proc.pid, a.soak)
+            s = soak(srv.url, srv.proc.pid, a.soak, n=a.soak_size, fps=a.fps)
             flat = s["client_growth_mb"] <= a.max_growth_mb and s["server_growth_mb"] <= a.max_growth_mb and not s["errors"]
             ok &= flat
-            print(f"\nsoak {a.soak:g} s: {s['cooks']} cooks, {s['received']} frames back, {s['errors']} errors; RSS "
+            print(f"\nsoak {a.soak:g} s at {a.soak_size}² -> {2 * a.soak_size}², {a.fps:g} fps: {s['cooks']} cooks, {s['received']} frames back, {s['errors']} errors; RSS "
                   f"growth after warm-up: client {s['client_growth_mb']:+.1f} MB, server {s['server_growth_mb']:+.1f} MB "
                   f"({'flat' if flat else 'NOT flat'})")
             for t, c, sv in s["rows"]:
