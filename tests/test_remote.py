@@ -514,8 +514,12 @@ def test_limits():
         f = px[0]
         assert wait_until(lambda: live.engine is not None and live.engine.status == "", 10, cook=lambda: live.cook(f))
         sessions = live.engine.link.sessions
-        time.sleep(2.0)
-        assert wait_until(lambda: live.engine.link.sessions > sessions, 10)
+        # a host that stops cooking: the server closes the session, the link waits for the next frame
+        assert wait_until(lambda: live.engine.link.state == "idle", 10)
+        time.sleep(1.5)
+        assert live.engine.link.sessions == sessions and "idle" in live.engine.link.status
+        assert wait_until(lambda: live.engine.status == "", 10, cook=lambda: live.cook(f))
+        assert live.engine.link.sessions == sessions + 1
         live.close()
         remote_backend.close_all()
 

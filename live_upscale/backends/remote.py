@@ -226,6 +226,8 @@ class RemoteEngine(Engine):
             self._next_id += 1
             if self.link.is_ready:
                 self.link.send_frame(fid, wire.to_pixels(x)[0], min(self.window, self._allowed))
+            else:
+                self.link.wake()  # a session the server closed for idleness comes back with the next cook
             want = out_size(x.shape[-2], x.shape[-1], self.scale)
             r = self.link.latest_at_or_before(fid - self.delay, want)
             if r is not None and r.id != self._last_seen:

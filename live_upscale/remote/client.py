@@ -37,6 +37,17 @@ class Refused(Exception):
     """The server answered, and said no (wrong token, full, bad parameters, out of memory)."""
 
 
+class Closed(ConnectionError):
+    """The session's connection closed; ``code`` is the WebSocket close code (4408: idle)."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+IDLE_CODE = 4408  # the server closed a session that sent nothing for its idle timeout
+
+
 class Transport:
     """One session's connection. ``connect`` returns the server's ``ready`` message."""
 
@@ -121,7 +132,7 @@ class WebSocketTransport(Transport):
             return data if isinstance(data, dict) else {}
         code = self._ws.close_code
         extra = f" ({msg.extra})" if isinstance(getattr(msg, "extra", None), str) and msg.extra else ""
-        raise ConnectionError(f"connection closed{f' with code {code}' if code else ''}{extra}")
+        raise Closed(f"connection closed{f' with code {code}' if code else ''}{extra}", code)
 
     async def close(self) -> None:
         ws, http, self._ws, self._http = self._ws, self._http, None, None
@@ -171,7 +182,7 @@ class RemoteLink:
         self.keep, self.stall_s = keep, stall_s
         self._make = transport or (lambda: WebSocketTransport(ws_url(url), token, ca, connect_timeout))
         self.cond = threading.Condition()
-        self.state = "connecting"  # connecting | ready | down | refused | closed
+        self.state = "connecting"  # connecting | ready | down | refused | idle | closed
         self.status = f"connecting to {url}"
         self.generation = 0  # +1 per session that became ready
         self.ready: dict[str, Any] = {}
@@ -200,6 +211,7 @@ class RemoteLink:
 
     def send_frame(self, fid: int, pixels, window: int) -> bool:
         """Queue one ``(H,W,3)`` uint8 frame; False (nothing queued) when not ready or ``window`` frames are in flight."""
+        self.wake()
         with self.cond:
             if self.state != "ready" or len(self.in_flight) >= window:
                 return False
@@ -207,6 +219,14 @@ class RemoteLink:
             gen = self.generation
         self._post(gen, ("frame", fid, pixels))
         return True
+
+    def wake(self) -> None:
+        """After the server closed an idle session: connect again now (the host has frames again)."""
+        with self.cond:
+            if self.state != "idle":
+                return
+            self.state, self.status = "connecting", f"connecting to {self.url}"
+        self._post(-1, ("wake",))
 
     def send_control(self, msg: dict[str, Any]) -> None:
         """A control message for the current session (dropped if none is up: ``hello`` carries the state)."""
@@ -283,6 +303,10 @@ class RemoteLink:
             pass
 
     def _enqueue(self, gen: int, item) -> None:
+        if item[0] == "wake":
+            if self._wake is not None:
+                self._wake.set()
+            return
         if gen == self.generation and self._out is not None:
             self._out.put_nowait(item)
 
@@ -336,6 +360,20 @@ class RemoteLink:
             except Refused as e:
                 delay = REFUSED_BACKOFF
                 self._set("refused", f"{e}; retrying in {delay:g} s")
+            except Closed as e:
+                if e.code != IDLE_CODE and self.server_error:  # the server ended it (out of memory, bad input)
+                    delay = REFUSED_BACKOFF
+                    self._set("refused", f"{self.server_error}; retrying in {delay:g} s")
+                    self.server_error = ""
+                elif e.code != IDLE_CODE:
+                    delay = BACKOFF[0]
+                    self._set("down", f"reconnecting to {self.url} ({_why(e)})")
+                else:  # no reconnect loop for a host that is not sending: wait for its next frame
+                    self._set("idle", f"idle: {self.url} closed the unused session; the next frame reconnects")
+                    await t.close()
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
             except Exception as e:  # noqa: BLE001 - connection refused, reset, timeouts, a server that vanished
                 delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
                 attempt += 1
@@ -424,7 +462,7 @@ class RemoteLink:
                     with self.cond:
                         self.events.append(msg)
                         self.cond.notify_all()
-                    raise Refused(self.server_error)
+                    continue  # the close that follows says how it ended (idle, or an error: see _run)
                 log.warning("live-upscale remote: server: %s", text)
             with self.cond:
                 if kind == "flushed":

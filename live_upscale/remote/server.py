@@ -287,8 +287,9 @@ class Session:
 
         cfg = self.server.cfg
         while True:
+            # a deadline over the whole wait: WebSocket pings (heartbeats) do not count as activity
             try:
-                msg = await ws.receive(timeout=cfg.idle_timeout)
+                msg = await asyncio.wait_for(ws.receive(), cfg.idle_timeout)
             except asyncio.TimeoutError:
                 raise SessionError(f"idle for {cfg.idle_timeout:g} s", code=4408) from None
             if msg.type == WSMsgType.BINARY:
