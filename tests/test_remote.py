@@ -701,3 +701,11 @@ def test_short_loopback_soak_memory_is_flat(served):
     s = soak(served.url, served.proc.pid, seconds=5.0, n=96, fps=30.0, token=TOKEN, samples=10)
     assert s["errors"] == 0 and s["cooks"] > 20 and s["received"] >= s["cooks"] // 2, s
     assert s["client_growth_mb"] < 30 and s["server_growth_mb"] < 30, s["rows"]
+
+
+def test_compressed_frame_cannot_hide_a_bigger_image():
+    big = wire.encode(3, np.zeros((64, 64, 3), np.uint8), "png")
+    head = bytearray(big[:wire.HEADER.size])
+    wire.HEADER.pack_into(head, 0, wire.MAGIC, wire.VERSION, wire.KIND_FRAME, wire.CODECS["png"], 90, 3, 3, 8, 8, 0.0, 0)
+    with pytest.raises(wire.InputError, match="holds 64x64"):
+        wire.decode(bytes(head) + bytes(big[wire.HEADER.size:]), max_pixels=100)

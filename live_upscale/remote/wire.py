@@ -105,12 +105,28 @@ def decode(msg: bytes, max_pixels: int | None = None) -> Frame:
             raise InputError(f"raw {w}x{h} frame needs {h * w * 3} bytes, got {len(body)}")
         px = np.frombuffer(body, np.uint8).reshape(h, w, 3)
     elif name in ("png", "jpeg"):
+        _check_dims(bytes(body[:65536]), name, h, w)  # before decoding: a small file may hold a huge image
         px = _decompress(bytes(body), name)
         if px.shape != (h, w, 3):
             raise InputError(f"{name} frame holds {px.shape[1]}x{px.shape[0]}, its header says {w}x{h}")
     else:
         raise InputError(f"unknown codec number {codec}")
     return Frame(int(fid), px, float(server_ms), int(queue), len(msg))
+
+
+def _check_dims(head: bytes, name: str, h: int, w: int) -> None:
+    """The image's own size (read from its header, nothing decoded) must be the message header's."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(head)) as im:
+            iw, ih = im.size
+    except Exception as e:  # noqa: BLE001 - an unreadable header is bad input
+        raise InputError(f"{name} frame has no readable image header ({type(e).__name__})") from None
+    if (ih, iw) != (h, w):
+        raise InputError(f"{name} frame holds {iw}x{ih}, its header says {w}x{h}")
 
 
 def _decompress(body: bytes, name: str) -> np.ndarray:
