@@ -177,7 +177,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=512, help="square LR input size (default 512 -> 1024 at 2x)")
     p.add_argument("--scale", type=float, default=2.0)
@@ -186,20 +186,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=DEFAULT_VARIANTS)
     p.add_argument("--sparse-ratio", type=float, default=2.0)
     p.add_argument("--local-range", type=int, default=11)
-    p.add_argument("--color-fix", default="wavelet", choices=["wavelet", "adain", "none"])
+    p.add_argument("--color-fix", default="adain", choices=["wavelet", "adain", "none"])
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true", help="the tiny config (smoke runs of this script)")
     p.add_argument("--json", type=Path, help="also write the rows as JSON")
-    args = p.parse_args(argv)
+    return p
 
+
+def bench(on_row=None, **options) -> list[dict]:
+    """Build the model once and time each variant; one dict per variant (see ``run_variant``).
+
+    ``options`` are the command-line options by their Python names (``variants="sparse,dense"``,
+    ``chunks=12``, ``tiny=True``, ...); ``on_row(row)`` is called as each variant finishes."""
+    args = _parser().parse_args([])
+    for k, v in options.items():
+        if not hasattr(args, k):
+            raise TypeError(f"flashvsr_speed.bench: unknown option {k!r}")
+        setattr(args, k, v)
+    variants = [s.strip() for s in args.variants.split(",") if s.strip()]
+    for v in variants:
+        if v.removesuffix("-compiled") not in ("sparse", "dense", "sdpa-masked"):
+            raise ValueError(f"unknown variant {v!r} (sparse, dense, sdpa-masked, each optionally -compiled)")
     device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("flashvsr_speed: skipped (no CUDA device; pass --device cpu --tiny for a smoke run)")
-        return 0
-    if device.type == "cpu" and not args.tiny:
-        print("flashvsr_speed: skipped (the full model on CPU is not a benchmark; add --tiny for a smoke run)")
-        return 0
     if not A.flex_available():
         print("note: this torch has no FlexAttention; 'sparse' falls back to masked SDPA")
     cfg = TINY if args.tiny else WAN_1_3B
@@ -216,13 +225,34 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     rows = []
-    for v in [s.strip() for s in args.variants.split(",") if s.strip()]:
-        if v.removesuffix("-compiled") not in ("sparse", "dense", "sdpa-masked"):
-            print(f"unknown variant {v!r} (sparse, dense, sdpa-masked, each optionally -compiled)")
-            return 2
+    for v in variants:
         t0 = time.perf_counter()
         rows.append(run_variant(model, v, args, device))
-        print(table(rows[-1:]).splitlines()[-1] + f"  ({time.perf_counter() - t0:.0f} s incl. warm-up)", flush=True)
+        rows[-1]["wall_s"] = time.perf_counter() - t0
+        if on_row is not None:
+            on_row(rows[-1])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("flashvsr_speed: skipped (no CUDA device; pass --device cpu --tiny for a smoke run)")
+        return 0
+    if device.type == "cpu" and not args.tiny:
+        print("flashvsr_speed: skipped (the full model on CPU is not a benchmark; add --tiny for a smoke run)")
+        return 0
+    opts = {k: v for k, v in vars(args).items() if k != "json"}
+
+    def show(row):
+        print(table([row]).splitlines()[-1] + f"  ({row['wall_s']:.0f} s incl. warm-up)", flush=True)
+
+    try:
+        rows = bench(on_row=show, **opts)
+    except ValueError as e:
+        print(e)
+        return 2
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str))
     print()

@@ -24,9 +24,11 @@ markdown table last, plus rows ready for RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -42,13 +44,17 @@ from live_upscale import UpscaleNode  # noqa: E402
 from live_upscale.backends.realesrgan import load_descriptor  # noqa: E402
 
 
-def rrdb_state_dict(scale=2, nf=64, nb=23, gc=32) -> dict:
-    """RealESRGAN_x2plus (basicsr key layout; x2 pixel-unshuffles the input into 12 channels), random weights."""
+def rrdb_state_dict(scale=2, nf=64, nb=23, gc=32, gain=0.5) -> dict:
+    """RealESRGAN_x2plus (basicsr key layout; x2 pixel-unshuffles the input into 12 channels), random weights.
+
+    ``gain`` scales the weights so the output is a picture-like spread around 0.5 (std ~0.1 for the full
+    model), not ~0: a vanishing output would make error checks against fp32 pass trivially and fp16 run
+    on denormals."""
     g = torch.Generator().manual_seed(0)
     sd = {}
 
     def conv(name, cout, cin):
-        sd[f"{name}.weight"] = torch.randn(cout, cin, 3, 3, generator=g) * (0.1 / (cin * 9) ** 0.5)
+        sd[f"{name}.weight"] = torch.randn(cout, cin, 3, 3, generator=g) * (gain / (cin * 9) ** 0.5)
         sd[f"{name}.bias"] = torch.zeros(cout)
 
     conv("conv_first", nf, 3 * (4 if scale == 2 else 1))
@@ -59,6 +65,7 @@ def rrdb_state_dict(scale=2, nf=64, nb=23, gc=32) -> dict:
     for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
         conv(name, nf, nf)
     conv("conv_last", 3, nf)
+    sd["conv_last.bias"] = torch.full((3,), 0.5)
     return {"params_ema": sd}
 
 
@@ -82,7 +89,7 @@ MODELS = {
     "compact_x2": lambda: compact_state_dict(2),
 }
 TINY = {  # --tiny: same architectures, a few blocks (CPU smoke runs)
-    "rrdb_x2plus": lambda: rrdb_state_dict(2, nf=8, nb=1),
+    "rrdb_x2plus": lambda: rrdb_state_dict(2, nf=8, nb=1, gain=1.0),
     "compact_x2": lambda: compact_state_dict(2, nf=8, nconv=2),
 }
 
@@ -113,8 +120,10 @@ def error_vs_fp32(y: torch.Tensor, want: torch.Tensor) -> str:
     return f"{e.max().item():.4f} / {e.mean().item():.5f}"
 
 
-def td_path(path: Path, mode: str, size: tuple[int, int], dev: torch.device):
-    """A cook function running the real Script TOP callbacks on a TD-shaped device texture, and its TOP."""
+def td_path(path: Path | None, mode: str, size: tuple[int, int], dev: torch.device, pars: dict | None = None):
+    """A cook function running the real Script TOP callbacks on a TD-shaped device texture, and its TOP.
+
+    ``pars`` replaces the TOP's parameters (default: realesrgan with ``path`` at 2x, compile ``mode``)."""
     from live_upscale.plugin.touchdesigner import top
     from tests.standins import td
 
@@ -128,13 +137,117 @@ def td_path(path: Path, mode: str, size: tuple[int, int], dev: torch.device):
     cb = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cb)
     cb.onSetupParameters(op)
-    for k, v in {"Backend": "realesrgan", "Model": str(path), "Scale": 2.0, "Compile": mode}.items():
+    for k, v in (pars or {"Backend": "realesrgan", "Model": str(path), "Scale": 2.0, "Compile": mode}).items():
         getattr(op.par, k).val = v
 
     def cook():
         op.cook(cb)
 
     return cook, op
+
+
+def td_interop_overhead(size: int = 1024, frames: int = 50, device: str = "cuda",
+                        pars: dict | None = None, repeats: int = 3) -> dict:
+    """What the TouchDesigner adapter adds per frame on TD-shaped device buffers (BGRA uint8, bottom row first).
+
+    cook = the Script TOP's whole cook; node = ``node.cook`` alone on the same frame already wrapped as a
+    tensor, on the adapter's stream; td_copy = the stand-in's TD-side texture copy (TD pays it too).
+    overhead = cook - node - td_copy (ms/frame); each the median of ``repeats`` interleaved runs."""
+    from live_upscale.plugin.touchdesigner import top
+
+    dev = torch.device(device)
+    cook, op = td_path(None, "off", (size, size), dev, pars or {"Backend": "classic", "Quality": "fast"})
+    for _ in range(5):
+        cook()
+    assert not op.errors, op.errors
+    st = top.state_for(op)
+    src = op.inputs[0]
+    x = torch.from_numpy(src.image).to(dev)
+    handle = st.stream.cuda_stream if st.stream is not None else None
+    runs = []
+    for _ in range(repeats):  # interleaved, median of each: load drifts during a run
+        cook_ms, _ = timeit(cook, frames, 1, dev, warm=1)
+        with torch.cuda.stream(st.stream) if dev.type == "cuda" else contextlib.nullcontext():
+            node_ms, _ = timeit(lambda: st.node.cook(x, in_format="HWC:BGRA:uint8:flipped"), frames, 1, dev, warm=1)
+        copy_ms, _ = timeit(lambda: src.cudaMemory(stream=handle), frames, 1, dev, warm=1)
+        runs.append((cook_ms, node_ms, copy_ms))
+    cook_ms, node_ms, copy_ms = (statistics.median(r[i] for r in runs) for i in range(3))
+    out = tuple(op.output.shape)
+    return dict(size=size, out=out, cook_ms=cook_ms, node_ms=node_ms, td_copy_ms=copy_ms,
+                overhead_ms=cook_ms - node_ms - copy_ms)
+
+
+def bench(models=tuple(MODELS), sizes=("512x512", "1280x720"), compile_modes=("off", "reduce-overhead"),
+          frames: int = 120, batch: int = 4, device: str = "cuda", tiny: bool = False, hosts: bool = True,
+          on_row=None, backend_options: dict | None = None) -> list[dict]:
+    """Time the reference loop and our paths; one dict per row (model, size, path, ms, ref_ms, peak, err).
+
+    ``on_row(row)`` is called as each row is measured (a caller that is stopped early keeps those);
+    ``backend_options`` go to our node (e.g. ``compile_backend="eager"`` for CPU smoke runs of a compile mode)."""
+    dev = torch.device(device)
+    tmp = Path(tempfile.mkdtemp())
+    ref_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    rows: list[dict] = []
+
+    def add(name, size, path_name, ms, ref_ms, mem, err):
+        rows.append(dict(model=name, size=size, path=path_name, ms=ms, ref_ms=ref_ms, peak=mem, err=err))
+        if on_row is not None:
+            on_row(rows[-1])
+
+    for name in models:
+        path = tmp / f"{name}.pth"
+        torch.save((TINY if tiny else MODELS)[name](), path)
+        model32 = load_descriptor(path).model.to(dev).eval()
+        ref_model = load_descriptor(path).model.to(dev, ref_dtype).eval()
+        for size in sizes:
+            w, h = (int(v) for v in size.lower().split("x"))
+            frame = torch.rand(1, 3, h, w, device=dev)
+            with torch.inference_mode():
+                want = model32(frame).clamp(0, 1)
+
+            @torch.inference_mode()
+            def reference():
+                y = ref_model(frame.to(ref_dtype)).float().clamp(0, 1)
+                sync(dev)  # the reference postprocessor waits for every frame
+                return y
+
+            ref_ms, ref_mem = timeit(reference, frames, 1, dev)
+            ref_name = f"reference: {str(ref_dtype).removeprefix('torch.')} eager, sync per frame"
+            add(name, size, ref_name, ref_ms, ref_ms, ref_mem, error_vs_fp32(reference(), want))
+            for mode in compile_modes:
+                node = UpscaleNode(backend="realesrgan", model=str(path), scale=2.0, compile=mode, device=str(dev),
+                                   precision="fp16" if dev.type == "cuda" else "fp32", download=False,
+                                   backend_options=backend_options or {})
+                for b in sorted({1, batch}):
+                    t0 = time.perf_counter()
+                    node.warmup(h, w, b)
+                    compile_s = time.perf_counter() - t0
+                    x = frame.expand(b, -1, -1, -1).contiguous()
+                    err = error_vs_fp32(node.process(x)[:1], want)
+                    ms, mem = timeit(lambda: node.process(x), frames, b, dev)
+                    add(name, size, f"ours: compile={mode} batch={b} (warm-up {compile_s:.0f} s)", ms, ref_ms, mem, err)
+                node.close()
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+            if not hosts:
+                continue
+            mode = compile_modes[-1]
+            cook, op = td_path(path, mode, (h, w), dev)
+            ms, mem = timeit(cook, frames, 1, dev)
+            assert not op.errors, op.errors
+            add(name, size, f"TouchDesigner TOP end to end (BGRA u8 texture, compile={mode})", ms, ref_ms, mem, "-")
+            node = UpscaleNode(backend="realesrgan", model=str(path), scale=2.0, compile=mode, device=str(dev),
+                               download=False)
+            img = (np.random.default_rng(1).random((h, w, 4)) * 255).astype(np.uint8)
+            node.warmup(h, w)
+            ms, mem = timeit(lambda: node.cook(img, "HWC:BGRA:uint8"), frames, 1, dev)
+            add(name, size, f"CPU host: numpy BGRA in/out (pinned upload, compile={mode})", ms, ref_ms, mem, "-")
+            node.close()
+    return rows
+
+
+def device_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
 
 
 def main(argv=None) -> int:
@@ -154,63 +267,9 @@ def main(argv=None) -> int:
         print("sr_speed: no CUDA device here; this benchmark needs a GPU (or pass --device cpu for a smoke run)")
         return 0
     command = "python benchmarks/sr_speed.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
-    tmp = Path(tempfile.mkdtemp())
-    ref_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    rows = []  # (model, size, path, ms, ref_ms, peak, err)
-    for name in a.models:
-        path = tmp / f"{name}.pth"
-        torch.save((TINY if a.tiny else MODELS)[name](), path)
-        model32 = load_descriptor(path).model.to(dev).eval()
-        ref_model = load_descriptor(path).model.to(dev, ref_dtype).eval()
-        for size in a.sizes:
-            w, h = (int(v) for v in size.lower().split("x"))
-            frame = torch.rand(1, 3, h, w, device=dev)
-            with torch.inference_mode():
-                want = model32(frame).clamp(0, 1)
-
-            @torch.inference_mode()
-            def reference():
-                y = ref_model(frame.to(ref_dtype)).float().clamp(0, 1)
-                sync(dev)  # the reference postprocessor waits for every frame
-                return y
-
-            ref_ms, ref_mem = timeit(reference, a.frames, 1, dev)
-            ref_name = f"reference: {str(ref_dtype).removeprefix('torch.')} eager, sync per frame"
-            rows.append((name, size, ref_name, ref_ms, ref_ms, ref_mem,
-                         error_vs_fp32(reference(), want)))
-            for mode in a.compile:
-                node = UpscaleNode(backend="realesrgan", model=str(path), scale=2.0, compile=mode, device=str(dev),
-                                   precision="fp16" if dev.type == "cuda" else "fp32", download=False)
-                for batch in sorted({1, a.batch}):
-                    t0 = time.perf_counter()
-                    node.warmup(h, w, batch)
-                    compile_s = time.perf_counter() - t0
-                    x = frame.expand(batch, -1, -1, -1).contiguous()
-                    err = error_vs_fp32(node.process(x)[:1], want)
-                    ms, mem = timeit(lambda: node.process(x), a.frames, batch, dev)
-                    rows.append((name, size, f"ours: compile={mode} batch={batch} (warm-up {compile_s:.0f} s)",
-                                 ms, ref_ms, mem, err))
-                node.close()
-                if dev.type == "cuda":
-                    torch.cuda.empty_cache()
-            if a.no_hosts:
-                continue
-            mode = a.compile[-1]
-            cook, op = td_path(path, mode, (h, w), dev)
-            ms, mem = timeit(cook, a.frames, 1, dev)
-            assert not op.errors, op.errors
-            rows.append((name, size, f"TouchDesigner TOP end to end (BGRA u8 texture, compile={mode})", ms, ref_ms,
-                         mem, "-"))
-            node = UpscaleNode(backend="realesrgan", model=str(path), scale=2.0, compile=mode, device=str(dev),
-                               download=False)
-            img = (np.random.default_rng(1).random((h, w, 4)) * 255).astype(np.uint8)
-            node.warmup(h, w)
-            ms, mem = timeit(lambda: node.cook(img, "HWC:BGRA:uint8"), a.frames, 1, dev)
-            rows.append((name, size, f"CPU host: numpy BGRA in/out (pinned upload, compile={mode})", ms, ref_ms, mem,
-                         "-"))
-            node.close()
-
-    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    rows = [(r["model"], r["size"], r["path"], r["ms"], r["ref_ms"], r["peak"], r["err"])
+            for r in bench(a.models, a.sizes, a.compile, a.frames, a.batch, a.device, a.tiny, not a.no_hosts)]
+    where = device_name(dev)
     print(f"\n{where}, torch {torch.__version__}; error = max / mean |ours - eager fp32| on one frame")
     print("| model | input | path | FPS | ms/frame | speedup vs reference | peak GiB | error vs fp32 |")
     print("|---|---|---|---:|---:|---:|---:|---|")
@@ -236,6 +295,8 @@ def main(argv=None) -> int:
         print(f"| {today} | {where} | `{command.strip()}` | {case} | {1000 / ms:.1f} FPS | {1000 / ref_ms:.1f} FPS "
               f"| {ref_ms / ms:.1f}x |")
     return 0
+
+
 
 
 if __name__ == "__main__":

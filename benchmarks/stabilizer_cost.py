@@ -46,35 +46,49 @@ def ms_per_frame(node: UpscaleNode, xs: list[torch.Tensor]) -> float:
     return (time.perf_counter() - t0) * 1000 / (len(xs) - 3)
 
 
+def measure(size: str = "512x512", frames_n: int = 30, device: str = "auto", model: str | Path | None = None,
+            on_row=None) -> list[dict]:
+    """ms/frame without and with the stabilizer per backend (classic; realesrgan at 2x with the input halved).
+
+    ``model``: a 4x spandrel checkpoint for the realesrgan row (default: ../shared's realesr-animevideov3,
+    else a random-weight model of its architecture)."""
+    w, h = (int(v) for v in size.split("x"))
+    if model is None:
+        model = REPO.parent / "shared" / "weights" / "realesr-animevideov3.pth"
+        if not model.is_file():
+            model = Path(tempfile.mkdtemp()) / "compact.pth"
+            torch.save(compact_state_dict(scale=4), model)  # realesr-animevideov3's architecture
+    configs = [("classic", {"backend": "classic"}),
+               ("realesrgan in/2", {"backend": "realesrgan", "model": str(model), "prescale": "input"})]
+    rows = []
+    for name, kw in configs:
+        off = UpscaleNode(scale=2.0, device=device, **kw)
+        xs = frames(frames_n, h, w, off.device)
+        t_off = ms_per_frame(off, xs)
+        off.close()
+        on = UpscaleNode(scale=2.0, device=device, stabilize=1.0, **kw)
+        t_on = ms_per_frame(on, xs)
+        on.close()
+        rows.append(dict(backend=name, size=size, off_ms=t_off, on_ms=t_on, cost=(t_on - t_off) / t_off))
+        if on_row is not None:
+            on_row(rows[-1])
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="512x512")
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--device", default="auto")
     a = ap.parse_args(argv)
-    w, h = (int(v) for v in a.size.split("x"))
-    shared = REPO.parent / "shared" / "weights" / "realesr-animevideov3.pth"
-    model = shared
-    if not shared.is_file():
-        model = Path(tempfile.mkdtemp()) / "compact.pth"
-        torch.save(compact_state_dict(scale=4), model)  # realesr-animevideov3's architecture
-    configs = [("classic", {"backend": "classic"}),
-               ("realesrgan in/2", {"backend": "realesrgan", "model": str(model), "prescale": "input"})]
-    rows = []
-    for name, kw in configs:
-        off = UpscaleNode(scale=2.0, device=a.device, **kw)
-        xs = frames(a.frames, h, w, off.device)
-        t_off = ms_per_frame(off, xs)
-        on = UpscaleNode(scale=2.0, device=a.device, stabilize=1.0, **kw)
-        t_on = ms_per_frame(on, xs)
-        rows.append((name, t_off, t_on))
+    rows = measure(a.size, a.frames, a.device)
     dev = UpscaleNode(device=a.device).device
     where = torch.cuda.get_device_name() if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"\n{a.size} -> 2x on {where}, torch {torch.__version__}")
     print("| backend | ms/frame without | ms/frame with stabilizer | stabilizer cost |")
     print("|---|---|---|---|")
-    for name, t_off, t_on in rows:
-        print(f"| {name} | {t_off:.1f} | {t_on:.1f} | {100 * (t_on - t_off) / t_off:+.0f}% |")
+    for r in rows:
+        print(f"| {r['backend']} | {r['off_ms']:.1f} | {r['on_ms']:.1f} | {100 * r['cost']:+.0f}% |")
     return 0
 
 

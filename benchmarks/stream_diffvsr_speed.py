@@ -4,11 +4,11 @@ Full-size random weights (official geometry: SD x4-upscaler UNet + ControlNet + 
 random values, so the timing is real and the pictures are not), fp16, 512x512 input by default:
 
 - streaming engine (``stream_diffvsr`` backend), per-frame latency (mean / p50 / p90) with a
-  breakdown: flow (at LR), UNet + ControlNet x 4 steps, decoder (with the TPM feature encoder),
+  breakdown: flow, UNet + ControlNet x 4 steps, decoder (with the TPM feature encoder),
   the flow's share of the frame, peak GPU memory;
 - scales: 2x (512² -> 256² -> 4x -> 1024², the 2x route) and 4x native (512² -> 2048²);
 - flow estimators: ``lk`` (ours, no weights) and ``raft`` (torchvision RAFT-large, untrained
-  weights, same cost), both at LR resolution;
+  weights, same cost); RAFT at HR (bicubic x4 frames, as upstream: the default `flow_at=auto`), LK at LR;
 - optional ``--compile`` variants: torch.compile default and ``reduce-overhead`` (CUDA graphs);
 - upstream-style whole sequence (``--sequence N`` frames): RAFT on bicubic x4-upscaled frames for
   all pairs up front, all latents allocated first, then the same per-frame denoise/decode; reports
@@ -160,7 +160,7 @@ def bench_whole_sequence(args, device, scale: float) -> dict:
     try:
         with torch.inference_mode():
             s = clock.mark()
-            up = [F.interpolate(x[i : i + 1], scale_factor=4, mode="bicubic") for i in range(n)]
+            up = [F.interpolate(x[i : i + 1] * 2 - 1, scale_factor=4, mode="bicubic") for i in range(n)]
             flows = [raft.estimate(up[i], up[i - 1]) for i in range(1, n)]  # RAFT at HR, every pair first
             f_end = clock.mark()
             lat = [torch.randn(1, 4, *x.shape[-2:], device=device, dtype=eng.dtype) for _ in range(n)]
@@ -211,7 +211,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default=None, help="cuda (default when available) or cpu (smoke runs)")
     ap.add_argument("--weights", choices=["full", "tiny"], default=None, help="random weights size (default: full on CUDA)")
@@ -223,8 +223,54 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="add torch.compile (default, reduce-overhead) variants")
     ap.add_argument("--sequence", type=int, default=8, help="frames for the whole-sequence baseline (0: skip)")
-    args = ap.parse_args(argv)
+    return ap
 
+
+def bench(on_row=None, **options) -> list[dict]:
+    """The rows of the table (streaming variants, then the whole-sequence baseline per scale).
+
+    ``options`` are the command-line options by their Python names (``scale=[2.0]``, ``flow=["lk"]``,
+    ``device="cuda"``, ``weights="full"``, ...); ``on_row(row)`` is called as each row is measured.
+    Needs diffusers; RAFT rows and the baseline are left out without torchvision."""
+    args = _parser().parse_args([])
+    for k, v in options.items():
+        if not hasattr(args, k):
+            raise TypeError(f"stream_diffvsr_speed.bench: unknown option {k!r}")
+        setattr(args, k, v)
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(args.device)
+    args.weights = args.weights or ("full" if device.type == "cuda" else "tiny")
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is None and ("raft" in args.flow or args.sequence > 1):
+        print("torchvision missing: RAFT rows and the whole-sequence baseline are left out")
+        args.flow = [f for f in args.flow if f != "raft"]
+        args.sequence = 0
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device: {name}; torch {torch.__version__}; weights random:{args.weights}; precision {args.precision}")
+
+    rows = []
+
+    def add(row):
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+
+    for scale in args.scale:
+        for flow in args.flow:
+            modes = [None] + (["default", "reduce-overhead"] if args.compile else [])
+            for mode in modes:
+                try:
+                    add(bench_stream(args, device, scale, flow, mode))
+                except torch.OutOfMemoryError:
+                    add({"variant": f"stream {flow} {mode or 'eager'}", "io": f"{args.size}² x{scale:g}", "note": "OOM"})
+        if args.sequence > 1:
+            add(bench_whole_sequence(args, device, scale))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.device is None:
         if not torch.cuda.is_available():
             print("stream_diffvsr_speed: skipped (no CUDA device; pass --device cpu --weights tiny for a smoke run)")
@@ -239,29 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("stream_diffvsr_speed: skipped (diffusers missing: pip install -e '.[stream-diffvsr]')")
         return 0
-    args.weights = args.weights or ("full" if device.type == "cuda" else "tiny")
-    import importlib.util
-
-    if importlib.util.find_spec("torchvision") is None and ("raft" in args.flow or args.sequence > 1):
-        print("torchvision missing: RAFT rows and the whole-sequence baseline are left out")
-        args.flow = [f for f in args.flow if f != "raft"]
-        args.sequence = 0
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device: {name}; torch {torch.__version__}; weights random:{args.weights}; precision {args.precision}")
-
-    rows = []
-    for scale in args.scale:
-        for flow in args.flow:
-            modes = [None] + (["default", "reduce-overhead"] if args.compile else [])
-            for mode in modes:
-                try:
-                    rows.append(bench_stream(args, device, scale, flow, mode))
-                except torch.OutOfMemoryError:
-                    rows.append({"variant": f"stream {flow} {mode or 'eager'}", "io": f"{args.size}² x{scale:g}", "note": "OOM"})
-                print(table(rows[-1:]).splitlines()[-1], flush=True)
-        if args.sequence > 1:
-            rows.append(bench_whole_sequence(args, device, scale))
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+    rows = bench(on_row=lambda r: print(table([r]).splitlines()[-1], flush=True), **vars(args))
     print()
     print(table(rows))
     return 0

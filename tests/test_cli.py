@@ -66,11 +66,15 @@ def test_folder_of_pngs_keeps_names_with_a_spandrel_model(tmp_path, compact_x4):
 
 
 def test_errors_are_one_line_not_tracebacks(tmp_path, capsys):
-    assert main(["upscale", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "o.mp4"), "--backend", "classic"]) == 2
+    assert main(["upscale", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "o.mp4"), "--backend", "classic"]) == 1
     err = capsys.readouterr().err
     assert "error: input not found" in err and "Traceback" not in err
-    assert main(["upscale", str(tmp_path), "-o", str(tmp_path / "o"), "--backend", "realesrgan",
-                 "--model", "RealESRGAN_x2plus"]) == 2
+    src = tmp_path / "frames"
+    src.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(src / "a.png")
+    assert main(["upscale", str(src), "-o", str(tmp_path / "o"), "--backend", "realesrgan",
+                 "--model", "RealESRGAN_x2plus"]) == 1
+    assert not (tmp_path / "o").exists()
     assert "live-upscale models fetch RealESRGAN_x2plus" in capsys.readouterr().err
 
 
@@ -87,8 +91,8 @@ def test_models_list_and_path(capsys, tmp_path):
     out = capsys.readouterr().out
     for name in ("RealESRGAN_x2plus", "RealESRGAN_x4plus", "realesr-general-x4v3", "realesr-animevideov3"):
         assert name in out
-    assert main(["models", "path", "RealESRGAN_x4plus"]) == 2
-    assert main(["models", "fetch", "RealESRGAN_x4plus"]) == 2  # offline in tests: clear refusal
+    assert main(["models", "path", "RealESRGAN_x4plus"]) == 1
+    assert main(["models", "fetch", "RealESRGAN_x4plus"]) == 1  # offline in tests: clear refusal
     assert "downloads are off" in capsys.readouterr().err
 
 

@@ -247,7 +247,7 @@ def test_state_is_bounded_over_many_chunks(tiny_model):
         sizes.append(s.cache_bytes())
         t_next.append(s.cache.t_next)
         assert len(s._frames) <= 12
-        assert all(k.shape[2] == TINY.kv_slices * TINY.window[0] * (64 // 16) * (96 // 16) for k in s.cache.k)
+        assert all(k.shape[2] == TINY.kv_slices * TINY.window[0] * (128 // 16) * (128 // 16) for k in s.cache.k)  # one 128 px block
     assert len(set(sizes[1:])) == 1  # steady state: constant memory
     assert max(t_next) <= 8 + TINY.kv_slices * TINY.window[0] + TINY.step_latents
 
@@ -286,7 +286,7 @@ def test_flex_and_sdpa_dit_steps_agree():
     """The DiT through two streaming steps (6 latents, then 2 with the KV cache) under each kernel."""
     model = random_model(TINY, seed=3)
     g = torch.Generator().manual_seed(0)
-    noise = [torch.randn(1, 16, f, 16, 16, generator=g) for f in (6, 2)]  # 128^2 output: 4x4 blocks
+    noise = [torch.randn(1, 16, f, 16, 16, generator=g) for f in (6, 2)]  # 128^2 output: one (2,8,8) block per slice
     lq = [torch.randn(1, f * 64, TINY.dim, generator=g) for f in (6, 2)]
     preds = {}
     for mode in ("sdpa", "flex", "dense"):
@@ -398,7 +398,9 @@ def test_loader_reads_the_official_layout(tmp_path, tiny_model):
         a, b = getattr(tiny_model, part).state_dict(), getattr(loaded, part).state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
     x = clip(25)
-    assert torch.allclose(run(tiny_model, x, [25]), run(loaded, x, [25]), atol=1e-6)
+    # no colour fix: AdaIN divides by the random decoder's small spread and would magnify 1-ulp
+    # differences in the folded modulations (the parity fixtures check the colour fix itself)
+    assert torch.allclose(run(tiny_model, x, [25], color_fix="none"), run(loaded, x, [25], color_fix="none"), atol=1e-6)
 
 
 def test_loader_errors_are_one_clear_line(tmp_path, tiny_model):
@@ -411,13 +413,36 @@ def test_loader_errors_are_one_clear_line(tmp_path, tiny_model):
     with pytest.raises(WeightsError) as e:
         loader.load_official(loader.resolve_parts(folder), TINY)
     msg = str(e.value)
-    assert "TC decoder" in msg and "decoder.26.bias" in msg and "decoder.99.weight" in msg and "\n" not in msg
+    assert "TC decoder" in msg and "decoder.26.bias" in msg and "\n" not in msg
     with pytest.raises(WeightsError, match="other shape|not a FlashVSR"):  # the full-size config on tiny files
         _write_official(folder, tiny_model)
         loader.load_official(loader.resolve_parts(folder), WAN_1_3B)
     (folder / "LQ_proj_in.ckpt").unlink()
     with pytest.raises(WeightsError, match="LQ_proj_in.ckpt"):
         loader.resolve_parts(folder)
+
+
+def test_tcdecoder_loads_as_tolerantly_as_the_official_loader(tmp_path, tiny_model, caplog):
+    """Official: ``load_state_dict(strict=False)``. Extra keys: one log line; a missing identity
+    'deepening' conv keeps its identity initialisation; other missing tensors stay an error."""
+    from live_upscale.backends.flashvsr.tcdecoder import IdentityConv2d
+
+    folder = tmp_path / "w"
+    _write_official(folder, tiny_model)
+    ident = next(f"decoder.{n}.weight" for n, m in tiny_model.decoder.decoder.named_children() if isinstance(m, IdentityConv2d))
+    sd = torch.load(folder / "TCDecoder.ckpt", weights_only=True)
+    sd["encoder.0.weight"] = torch.zeros(2)  # TAEHV's encoder half, which the official file would not need
+    sd[ident] = torch.zeros_like(sd[ident])
+    torch.nn.init.dirac_(sd[ident])  # what the official module holds when the key is absent
+    torch.save(sd, folder / "with_identity.ckpt")
+    del sd[ident]
+    torch.save(sd, folder / "TCDecoder.ckpt")
+    with caplog.at_level("INFO", logger="live_upscale.backends.flashvsr.loader"):
+        loaded = loader.load_official(loader.resolve_parts(folder), TINY)
+    lines = [r.getMessage() for r in caplog.records if "extra key" in r.getMessage()]
+    assert len(lines) == 1 and "encoder.0.weight" in lines[0]
+    assert torch.equal(loaded.decoder.state_dict()[ident], sd_ident := torch.load(folder / "with_identity.ckpt", weights_only=True)[ident])
+    assert float(sd_ident.abs().sum()) == sd_ident.shape[0]  # a real identity, not zeros
 
 
 def test_pickled_code_is_refused(tmp_path, tiny_model):
@@ -446,3 +471,92 @@ def test_registered_weights():
     assert "flashvsr" in {b.id for b in registry.backends()}
     assert math.isclose(B.stream_options(B.parse_spec("tiny"), 2.0, "fast").sparse_ratio, 1.5)
     assert EngineConfig(CPU).scale == 2.0
+
+
+# --- official-mode options, given noise, tracing -------------------------------------------------------
+
+
+def test_defaults_follow_the_official_colour_fix():
+    assert B.stream_options(B.parse_spec("tiny"), 4.0, None).color_fix == "adain"  # official v1.1
+    opts = B.stream_options(B.parse_spec("tiny,color_fix=wavelet,resize=pil,fit=crop"), 4.0, None)
+    assert (opts.color_fix, opts.resize, opts.fit) == ("wavelet", "pil", "crop")
+    with pytest.raises(Exception, match="unknown fit"):
+        B.parse_spec("tiny,fit=stretch")
+
+
+def test_official_preparation_pil_bicubic_and_centre_crop(tiny_model):
+    """resize=pil: Pillow bicubic on uint8 (the official script); fit=crop: centre crop to 128 multiples."""
+    import numpy as np
+    from PIL import Image
+
+    x = (clip(25, 40, 72) * 255).round() / 255  # uint8-exact frames, as a host hands them over
+    s = FlashVSRStream(tiny_model, StreamOptions(scale=4.0, resize="pil", fit="crop"))
+    seen = {}
+    s.trace = lambda name, t: seen.setdefault(name, t.clone())
+    y = s.push(x)
+    assert y.shape == (21, 3, 128, 256)  # 160x288 upscaled -> centre 128x256
+    u8 = (x[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    ref = torch.from_numpy(np.array(Image.fromarray(u8).resize((288, 160), Image.BICUBIC))).permute(2, 0, 1)
+    ref = ref.float() / 255 * 2 - 1
+    assert torch.equal(seen["lq_frames"][0], ref[:, 16:144, 16:272])
+    names = set(seen)
+    assert {"lq_tokens_call0", "dit_pred_call0", "mask_call0_layer0", "mask_call0_layer1", "decoder_call0", "colorfix_call0"} <= names
+    node = UpscaleNode(backend="flashvsr", model="tiny,fit=crop", device="cpu", scale=4.0, scene_cut=0.0)
+    assert node.process(x).shape == (21, 3, 160, 288)  # the node hands the host its output size
+
+
+def test_given_noise_reproduces_the_generator_and_runs_out_cleanly(tiny_model, tmp_path):
+    from safetensors.torch import save_file
+
+    x = clip(41)
+    want = run(tiny_model, x, [41])
+    g = torch.Generator().manual_seed(0)  # the stream's own draws: (6 latents), then 2 per call
+    noise = torch.cat([torch.randn(1, 16, f, 16, 16, generator=g) for f in (6, 2, 2)], dim=2)
+    got = run(tiny_model, x, [41], noise=noise)  # 4 calls: the 4th continues from the generator
+    assert torch.equal(got[:37], want[:37]) and got.shape == want.shape
+    save_file({"noise": noise * 0}, str(tmp_path / "noise.safetensors"))
+    eng = B.tiny_engine(scale=2.0, noise_file=str(tmp_path / "noise.safetensors"))
+    assert (eng.process(x[:25]) - want[:21]).abs().max() > 1e-3  # zero noise: another picture
+    eng.set_noise(noise[:, :, :3])
+    eng.reset()
+    with pytest.raises(ValueError, match="given noise ends at latent 3"):
+        eng.process(x[:25])
+
+
+def test_sharded_and_fp16_dit_files(tmp_path, tiny_model):
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "f"
+    _write_official(folder, tiny_model)
+    dit = folder / "diffusion_pytorch_model_streaming_dmd.safetensors"
+    sd = loader.read_tensors(dit)
+    dit.unlink()
+    keys = sorted(sd)
+    wm = {}
+    for i, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2 :])):
+        name = f"diffusion_pytorch_model_streaming_dmd-0000{i + 1}-of-00002.safetensors"
+        save_file({k: sd[k] for k in part}, str(folder / name))
+        wm.update({k: name for k in part})
+    (folder / (dit.name + ".index.json")).write_text(json.dumps({"weight_map": wm}))
+    sharded = loader.load_official(loader.resolve_parts(folder), TINY)
+    assert all(torch.equal(sharded.dit.state_dict()[k], v) for k, v in tiny_model.dit.state_dict().items())
+    for f in folder.glob("diffusion_pytorch_model_streaming_dmd*"):
+        f.unlink()
+    save_file({k: v.half() for k, v in sd.items()}, str(folder / "diffusion_pytorch_model_streaming_dmd.fp16.safetensors"))
+    half = loader.load_official(loader.resolve_parts(folder), TINY)
+    w = half.dit.state_dict()["blocks.0.self_attn.q.weight"]
+    assert w.dtype == torch.float32 and torch.equal(w, sd["blocks.0.self_attn.q.weight"].half().float())
+
+
+def test_a_real_checkpoint_runs_on_cpu_only_when_asked(tmp_path, tiny_model, monkeypatch):
+    folder = tmp_path / "f"
+    _write_official(folder, tiny_model)
+    p = B.FlashVSRBackend.probe(CPU, str(folder))
+    assert not p and "CUDA" in p.reason
+    monkeypatch.setenv(B.CPU_ENV, "1")
+    assert B.FlashVSRBackend.probe(CPU, str(folder)).ok
+    monkeypatch.delenv(B.CPU_ENV)
+    eng = B.FlashVSRBackend.load(EngineConfig(CPU, scale=2.0, model=f"{folder},config=tiny,allow_cpu=1"))
+    assert eng.process(clip(25)).shape == (21, 3, 64, 96)

@@ -199,8 +199,108 @@ def one_thread():
 @pytest.mark.parametrize("backend", ["classic", "realesrgan"])
 def test_short_soak(backend, tmp_path, one_thread):
     model = str(soak_bench.tiny_compact(tmp_path / "tiny.pth")) if backend == "realesrgan" else None
-    # frames of ~100x130 px: a few tens of ms each, so one scheduler hiccup of the CI VM is not a "stall"
+    # frames of a few ms or more each, so one scheduler hiccup of the CI VM is not a "stall" (classic on the CPU
+    # takes under 2 ms at ~100x130 px since it runs in OpenCV, so it gets frames twice as large again)
     r = soak_bench.soak(backend, frames=300, every=40, model=model, device="cpu", max_growth_mb=64, warmup=60,
-                        size_factor=2)
+                        size_factor=4 if backend == "classic" else 2)
     assert r.ok, r.why
     assert r.events == 7
+    assert r.judged_calls > 250  # all but the first calls and each size change's first frame
+
+
+def _soak_with(monkeypatch, extra, **kw):
+    """A short classic soak whose engine runs ``extra(engine, x)`` before each frame (a fault injected)."""
+    from live_upscale.backends.classic import ClassicEngine
+
+    process, reset = ClassicEngine.process, ClassicEngine.reset
+
+    def faulty(self, frames):
+        self.calls = getattr(self, "calls", 0) + 1
+        self.since_reset = getattr(self, "since_reset", 0) + 1
+        extra(self, frames)
+        return process(self, frames)
+
+    def counting_reset(self):
+        self.since_reset = 0
+        reset(self)
+
+    monkeypatch.setattr(ClassicEngine, "process", faulty)
+    monkeypatch.setattr(ClassicEngine, "reset", counting_reset)
+    return soak_bench.soak("classic", device="cpu", **{"frames": 200, "every": 20, "warmup": 40, **kw})
+
+
+@pytest.mark.parametrize("how", ["sleep", "spin"])
+def test_soak_catches_a_stall_mid_segment(monkeypatch, one_thread, how):
+    """One call in the middle of a segment 0.25 s slow (blocked or computing): a stall, whatever the load."""
+
+    def stall(engine, x):
+        if engine.calls == 130:  # segment 6 runs frames 120..139: no change, no reset, no compile near it
+            if how == "sleep":
+                time.sleep(0.25)
+            else:
+                t = time.thread_time()
+                while time.thread_time() - t < 0.25:
+                    pass
+
+    r = _soak_with(monkeypatch, stall)
+    assert not r.ok and "a frame took" in r.why and r.worst_ratio > 10, r
+
+
+def test_soak_does_not_count_compiles_and_stream_starts_as_stalls(monkeypatch, one_thread):
+    """Like FlashVSR on a GPU: each stream's first call is 0.15 s slower (per-shape setup), and a size change
+    recompiles on the next *two* calls of the new stream (its KV cache grows), each 0.15 s, with a real
+    torch.compile whose compiler is slow. None of it is a stall; all of it is counted as warm-up."""
+
+    def slow_compiler(gm, example_inputs):
+        time.sleep(0.15)
+        return gm.forward
+
+    grown = torch.compile(lambda t: t * 2 + 1, backend=slow_compiler, dynamic=False)
+    torch._dynamo.reset()
+
+    def warmup_costs(engine, x):
+        if engine.since_reset == 1:
+            time.sleep(0.15)
+        if engine.since_reset in (2, 3):  # a new (size, KV length) compiles once (6 < dynamo recompile limit)
+            grown(torch.zeros(engine.since_reset, *x.shape[-2:]))
+
+    try:
+        r = _soak_with(monkeypatch, warmup_costs)
+    finally:
+        torch._dynamo.reset()
+    assert r.ok, r.why
+    assert r.events == 9
+    # 3 streams (sizes): a first call and 2 compiles each; they happened, slow, and were left out
+    assert r.warmup_calls == 9 and r.worst_warmup_ms >= 150, r
+
+
+def test_run_queue_clock_subtracts_waiting_for_a_cpu_and_nothing_else(one_thread):
+    """Pinned to one CPU with a busy process beside it, this thread waits for the CPU about half the time:
+    wall = CPU time + run-queue wait (the part soak subtracts). A sleep is not run-queue wait."""
+    import os
+    import subprocess
+
+    clock = soak_bench.RunQueueClock()
+    if not clock.available or not hasattr(os, "sched_setaffinity"):
+        pytest.skip("the kernel has no per-thread schedstat (soak falls back to wall time)")
+    cpus = os.sched_getaffinity(0)
+    cpu = min(cpus)
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(hog.pid, {cpu})
+        os.sched_setaffinity(0, {cpu})
+        time.sleep(0.2)  # the hog is up and spinning on our CPU
+        t0, c0, q0 = time.perf_counter(), time.thread_time(), clock()
+        while time.thread_time() - c0 < 0.2:
+            pass
+        wall, cpu_s, waited = time.perf_counter() - t0, time.thread_time() - c0, clock() - q0
+    finally:
+        os.sched_setaffinity(0, cpus)
+        hog.kill()
+        hog.wait()
+    assert waited > 0.2 * wall  # sharing one CPU with a spinning process: a large share of the wall time
+    assert abs(wall - cpu_s - waited) < 0.1 * wall + 0.01  # computing the rest of the time
+    q0, t0 = clock(), time.perf_counter()
+    time.sleep(0.1)
+    assert clock() - q0 < 0.05 <= time.perf_counter() - t0  # blocked, not waiting for a CPU: it still counts
+    clock.close()

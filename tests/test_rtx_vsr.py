@@ -376,3 +376,84 @@ def test_node_passes_the_model_spec_and_reloads_on_quality_change(ready):
     node.update(model=None, quality="fast")  # load-time change: a new engine with the node's level
     node.process(torch.rand(1, 3, 16, 24))
     assert pre._closed and sr._closed and ready.INSTANCES[-1].quality.name == "LOW"
+
+
+# --- nvidia-vfx 0.1 and 0.2, and the 10-bit path (issue 16) -----------------------------------------------
+
+
+@pytest.mark.parametrize("api", ["0.1", "0.2"])
+def test_both_api_shapes_load_and_run(nv, api):
+    nv.use_api(api)
+    eng = load(scale=2.0)
+    x = smooth(2, 20, 28)
+    y = eng.process(x)
+    assert y.shape == (2, 3, 40, 56)
+    (fx,) = nv.INSTANCES
+    if api == "0.2":
+        assert (fx.input_width, fx.input_height) == (32, 24)  # the padded input, set where the class has it
+        assert "encoding RGB8" in eng.describe() and "0.2.0.0" in eng.describe()
+    else:
+        assert not hasattr(type(fx), "input_width")  # 0.1 takes the input size from the frame
+        assert "nvidia-vfx 0.1 has no choice" in eng.describe() and "0.1.0.1" in eng.describe()
+    assert fx.image_encoding == (nv.VideoSuperRes.ImageEncoding.RGB8 if api == "0.2" else None)
+
+
+def test_setting_input_size_on_01_would_fail(nv):
+    """What the adapter used to do: on 0.1 every load failed."""
+    nv.use_api("0.1")
+    fx = nv.VideoSuperRes(quality=nv.QualityLevel.HIGH)
+    with pytest.raises(AttributeError):
+        fx.input_width = 32
+
+
+def test_strength_on_01_is_a_clear_error(nv):
+    nv.use_api("0.1")
+    eng = load(model="HIGH,strength=0.5")
+    with pytest.raises(BackendUnavailable, match="does not take strength"):
+        eng.process(smooth(1, 16, 16))
+
+
+@pytest.mark.parametrize("bits,enc", [(8, "RGB8"), (16, "RGB10A2"), (32, "RGB10A2")])
+def test_deep_sources_use_the_10_bit_encoding(nv, bits, enc):
+    eng = load(source_bits=bits)
+    eng.process(smooth(1, 16, 16))
+    (fx,) = nv.INSTANCES
+    assert fx.image_encoding == getattr(nv.VideoSuperRes.ImageEncoding, enc)
+    assert f"encoding {enc}" in eng.describe()
+
+
+def test_source_bits_at_runtime_rebuild_the_effect_once(nv):
+    eng = load()
+    x = smooth(1, 16, 16)
+    eng.process(x)
+    eng.set_options(source_bits=16)
+    eng.process(x)
+    eng.set_options(source_bits=16)  # unchanged: no rebuild
+    eng.process(x)
+    assert [fx.image_encoding for fx in nv.INSTANCES] == [0, 1]
+
+
+def test_01_keeps_8_bits_for_deep_sources_and_refuses_a_forced_10_bit(nv):
+    nv.use_api("0.1")
+    eng = load(source_bits=16)
+    assert eng.process(smooth(1, 16, 16)).shape == (1, 3, 32, 32)
+    assert eng.encoding() is None and nv.INSTANCES[0].image_encoding is None
+    with pytest.raises(BackendUnavailable, match="RGB10A2"):
+        load(model="HIGH,encoding=rgb10a2")
+    nv.use_api("0.2")
+    assert load(model="HIGH,encoding=rgb10a2").encoding() == "RGB10A2"
+    with pytest.raises(InputError):
+        parse_spec("HIGH,encoding=12bit")
+
+
+def test_touchdesigner_tells_the_engine_its_texture_depth(nv):
+    from live_upscale.plugin.touchdesigner import interop
+    from tests.standins import td
+
+    eng = load()
+    for dtype, bits in ((np.uint8, 8), (np.float16, 16), (np.float32, 32)):
+        s = td.CUDAMemoryShape()
+        s.width, s.height, s.numComps, s.dataType = 8, 8, 4, dtype
+        interop.tell_source_bits(eng, interop.layout_of(s))
+        assert eng.source_bits == bits
+    assert eng.encoding() == "RGB10A2"

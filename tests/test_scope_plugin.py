@@ -13,6 +13,7 @@ there for the Scope commit they follow.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import importlib.util
 import json
@@ -20,7 +21,10 @@ import logging
 import queue
 import subprocess
 import sys
+import threading
+import time
 import tomllib
+import weakref
 from fractions import Fraction
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -402,18 +406,18 @@ def test_resolution_change_mid_stream(test_backends):
 
 def test_buffering_engine_returns_fewer_frames_then_the_rest(test_backends):
     pipe = load({"upscale_backend": "test_chunk"})
-    assert pipe.prepare(video=True).input_size == 3  # auto: one chunk per call
-    proc = processor(pipe, upscale_batch=2, upscale_scene_cut=0.0)
-    assert pipe.prepare(video=True, upscale_batch=2).input_size == 2
+    assert pipe.prepare(video=True).input_size == 1  # one frame per call for chunked engines too
+    proc = processor(pipe, upscale_scene_cut=0.0)
     stamps = feed(proc, [frame(6, 6, 0.5)] * 2)
     run(proc)
-    assert pipe.upscaler.outs[-1]["video"].shape == (0, 12, 12, 3)  # nothing yet: an empty chunk, not {}
+    assert [tuple(o["video"].shape) for o in pipe.upscaler.outs] == [(0, 12, 12, 3)] * 2  # empty chunks, not {}
     stamps += feed(proc, [frame(6, 6, 0.5)] * 2)
     run(proc)
-    assert [c["init_cache"] for c in pipe.upscaler.calls] == [True, False]  # {} would have re-sent init_cache
+    assert [c["init_cache"] for c in pipe.upscaler.calls] == [True, False, False, False]  # {} would re-send init_cache
     packets = drain(proc)
-    assert len(packets) == 4 and [p.timestamp for p in packets] == stamps  # the held frames keep their timestamps
+    assert len(packets) == 3 and [p.timestamp for p in packets] == stamps[:3]  # the held frames keep their timestamps
     assert all(p.tensor.shape == (1, 12, 12, 3) for p in packets)
+    assert len(pipe.upscaler.inner._timestamps) == 1  # the 4th frame: still in the engine, stamp kept for it
 
 
 def test_mixed_sizes_in_one_batch_and_empty_input():
@@ -453,7 +457,8 @@ def test_out_of_memory_never_reaches_the_processor(test_backends):
     feed(proc, [frame(6, 6, 0.5)] * 8)
     run(proc)
     assert len(drain(proc)) == 8
-    assert pipe.prepare(video=True, upscale_batch=8).input_size == 4  # halved after the OOM
+    assert pipe.prepare(video=True, upscale_batch=8).input_size == 8  # what the user asked Scope for
+    assert pipe.upscaler.info()["engine_batch"] == 4  # the engine gets halves of it from now on
 
 
 def test_unloadable_backend_falls_back_to_classic(test_backends):
@@ -511,3 +516,241 @@ def test_weights_go_beside_scopes_models(monkeypatch, tmp_path):
     monkeypatch.setenv("LIVE_UPSCALE_CACHE", "/elsewhere")
     use_scope_models_dir()
     assert os.environ["LIVE_UPSCALE_CACHE"] == "/elsewhere"  # the user's choice wins
+
+
+# --- bursts, reloads, tiers (issue 16) --------------------------------------------------------------
+
+
+@pytest.fixture
+def pr532(monkeypatch, request):
+    """Scope's sampling as of 0.2.4 (False) or with PR #532 merged (True: input_size=1 drains the queue)."""
+    from scope.server.pipeline_processor import PipelineProcessor
+
+    from live_upscale.plugin.scope import pipeline as pipeline_mod
+
+    drains = bool(getattr(request, "param", False))
+    if not REAL_SCOPE:
+        monkeypatch.setattr(PipelineProcessor, "DRAIN_SINGLE_FRAME", drains)
+    elif drains:  # real Scope: its prepare_chunk with the PR's change applied on top
+        original = PipelineProcessor.prepare_chunk
+
+        def prepare_chunk(self, input_queue_ref, chunk_size):
+            if chunk_size != 1:
+                return original(self, input_queue_ref, chunk_size)
+            newest = None
+            while not input_queue_ref.empty():
+                try:
+                    newest = input_queue_ref.get_nowait()
+                except queue.Empty:
+                    break
+            return [newest] if newest is not None else []
+
+        monkeypatch.setattr(PipelineProcessor, "prepare_chunk", prepare_chunk)
+    monkeypatch.setattr(pipeline_mod, "_DRAINS", None)  # the probe asks Scope's code again
+    yield drains
+    pipeline_mod._DRAINS = None
+
+
+def bursts(proc, n_bursts=4, size=12, h=8, w=8):
+    """A main pipeline emitting chunks: each burst lands in the queue at once, then the processor runs."""
+    sent = []
+    for b in range(n_bursts):
+        sent += [ts.pts for ts in feed(proc, [frame(h, w, seed=b * size + i) for i in range(size)])]
+        run(proc, max_ticks=200)
+    return sent
+
+
+@pytest.mark.parametrize("pr532", [False, True], indirect=True, ids=["scope-0.2.4", "pr532"])
+@pytest.mark.parametrize("backend", ["classic", "test_chunk"])
+def test_bursts_of_12_lose_no_frame(test_backends, pr532, backend):
+    pipe = load({"upscale_backend": backend, "upscale_scale": 2.0})
+    assert pipe.upscaler.drains_single is pr532  # the pipeline asked Scope's own prepare_chunk
+    proc = processor(pipe, upscale_scene_cut=0.0)
+    sent = bursts(proc)
+    pts = [p.timestamp.pts for p in drain(proc)]
+    held = len(pipe.upscaler.inner._timestamps)  # frames the engine still buffers
+    assert len(pts) + held == 48 and held < 3  # nothing dropped: only what the chunk engine holds
+    assert pts == sent[: len(pts)]  # in order, no gap
+    sizes = {len(c["video"]) for c in pipe.upscaler.calls}
+    assert sizes == ({12} if pr532 else {1})  # PR #532: every queued frame at once; else one per call
+
+
+@pytest.mark.parametrize("pr532", [False, True], indirect=True, ids=["scope-0.2.4", "pr532"])
+def test_what_scope_drops_when_asked_for_the_wrong_size(pr532):
+    """The stand-in's two behaviours, shown with a forced frames-per-call: why the automatic choice matters."""
+    forced = 1 if pr532 else 8  # PR #532 drains for 1; even sampling drops for 8 (FlashVSR's old chunk)
+    pipe = load({"upscale_backend": "classic"})
+    proc = processor(pipe, upscale_batch=forced)
+    bursts(proc)
+    got = len(drain(proc))
+    assert got < 48
+    if pr532:
+        assert got == 4  # the newest frame of each burst
+
+
+def _workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "flashvsr-worker" and t.is_alive()]
+
+
+def _models() -> int:
+    from live_upscale.backends.flashvsr.model import FlashVSRModel
+
+    return sum(1 for o in gc.get_objects() if isinstance(o, FlashVSRModel))
+
+
+def test_reloads_leak_no_thread_and_no_model():
+    """Scope's unload drops its reference and runs gc (never shutdown()): nothing of ours may stay."""
+    import asyncio
+
+    from scope.server.pipeline_manager import PipelineManager
+
+    discover()
+    torch.set_num_threads(1)
+    gc.collect()
+    base_threads, base_models = len(_workers()), _models()
+    manager = PipelineManager()
+    refs = []
+    for scale in ("2", "3", "4", "2"):  # three load-parameter changes
+        params = {"upscale_backend": "flashvsr", "upscale_model": "tiny,async=1", "upscale_scale": scale, "height": 16, "width": 16}
+        assert asyncio.run(manager.load_pipelines([(PIPELINE_ID, PIPELINE_ID, params)]))
+        pipe = manager.get_pipeline_by_id(PIPELINE_ID)
+        assert pipe.upscaler.node.backend_id == "flashvsr" and "async worker" in pipe.upscaler.node.engine.describe()
+        out = pipe(video=[frame(16, 16, seed=i) for i in range(3)], init_cache=True)  # the worker runs
+        assert out["video"].shape[0] <= 3
+        refs.append(weakref.ref(pipe.upscaler.node.engine.model))
+        del pipe, out
+        assert len(_workers()) - base_threads == 1 and _models() - base_models == 1
+    assert [r() is None for r in refs] == [True, True, True, False]  # only the current model is alive
+    manager.unload_all_pipelines()
+    deadline = time.monotonic() + 10
+    while _workers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_workers()) == base_threads and _models() == base_models  # 0 threads, 0 models left
+    assert refs[-1]() is None
+
+
+def test_shutdown_and_drop_close_the_engine_once():
+    pipe = load({"upscale_backend": "flashvsr", "upscale_model": "tiny,async=1"})
+    node = pipe.upscaler.node
+    assert node.engine is not None and len(_workers()) >= 1
+    pipe.shutdown()
+    assert node.engine is None
+    pipe.shutdown()  # a second call is harmless
+    pipe = load({"upscale_backend": "flashvsr", "upscale_model": "tiny,async=1"})
+    model = weakref.ref(pipe.upscaler.node.engine.model)
+    del pipe
+    gc.collect()
+    assert model() is None
+
+
+def test_tiers_register_with_artifacts_names_and_vram():
+    discover()
+    from scope.core.nodes.registry import NodeRegistry
+    from scope.core.pipelines.artifacts import HuggingfaceRepoArtifact
+
+    metas = {}
+    for pid in ("live-upscale", "live-upscale-flashvsr", "live-upscale-stream-diffvsr"):
+        cls = NodeRegistry.get(pid)
+        assert cls is not None, pid
+        cfg = cls.get_config_class()
+        cfg()  # every field has a default
+        metas[pid] = cfg.get_schema_with_metadata()
+        json.dumps(metas[pid], default=str)
+    assert metas["live-upscale"]["name"].startswith("Live Upscale") and "Real-ESRGAN" in metas["live-upscale"]["name"]
+    assert metas["live-upscale-flashvsr"]["name"] == "Live Upscale · FlashVSR"
+    assert metas["live-upscale-stream-diffvsr"]["name"] == "Live Upscale · Stream-DiffVSR"
+    vram = {pid: m["estimated_vram_gb"] for pid, m in metas.items()}
+    assert vram["live-upscale"] < vram["live-upscale-stream-diffvsr"] < vram["live-upscale-flashvsr"]
+    assert not metas["live-upscale"]["requires_models"]
+    assert metas["live-upscale-flashvsr"]["requires_models"] and metas["live-upscale-stream-diffvsr"]["requires_models"]
+    (fa,) = NodeRegistry.get("live-upscale-flashvsr").get_config_class().artifacts
+    assert isinstance(fa, HuggingfaceRepoArtifact) and fa.repo_id == "JunhaoZhuang/FlashVSR-v1.1"
+    assert set(fa.files) == {"diffusion_pytorch_model_streaming_dmd.safetensors", "LQ_proj_in.ckpt", "TCDecoder.ckpt"}
+    (sa,) = NodeRegistry.get("live-upscale-stream-diffvsr").get_config_class().artifacts
+    assert sa.repo_id == "Jamichsu/Stream-DiffVSR" and {"unet", "controlnet", "vae", "model_index.json"} <= set(sa.files)
+    backends = set(metas["live-upscale"]["config_schema"]["properties"]["upscale_backend"]["enum"])
+    assert "flashvsr" not in backends and "stream_diffvsr" not in backends  # they are their own entries
+    for pid in ("live-upscale-flashvsr", "live-upscale-stream-diffvsr"):
+        assert "upscale_backend" not in metas[pid]["config_schema"]["properties"]
+
+
+def test_tiers_load_what_scopes_download_left_in_its_models_folder(monkeypatch, tmp_path):
+    """Scope's download flow puts HuggingfaceRepoArtifact files in get_models_dir()/<repo name>."""
+    from scope.core.config import get_models_dir
+    from scope.core.nodes.registry import NodeRegistry
+
+    from live_upscale import weights
+    from live_upscale.plugin.scope.adapter import TIERS, tier_model
+
+    monkeypatch.setenv("DAYDREAM_SCOPE_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.delenv("LIVE_UPSCALE_CACHE", raising=False)
+    discover()
+    models = Path(get_models_dir())
+    flash = TIERS["live-upscale-flashvsr"]
+    folder = models / "FlashVSR-v1.1"
+    assert tier_model(flash, "") is None  # nothing downloaded yet: the backend's own message
+    (fa,) = NodeRegistry.get(flash.pipeline_id).get_config_class().artifacts
+    folder.mkdir(parents=True)
+    for f in fa.files:  # what Scope's download leaves
+        (folder / f).write_bytes(b"x")
+    try:  # Scope's own check, where it is importable
+        from scope.server.models_config import models_are_downloaded
+
+        assert models_are_downloaded(flash.pipeline_id)
+    except ImportError:
+        pass
+    # the 4 MB prompt embedding is not on Hugging Face: fetched through our cache (pre-filled: offline test)
+    monkeypatch.setenv("LIVE_UPSCALE_CACHE", str(models / "live-upscale"))
+    prompt = weights.cached_path(weights.lookup("FlashVSR-v1.1-prompt"))
+    prompt.parent.mkdir(parents=True)
+    prompt.write_bytes(b"prompt")
+    assert tier_model(flash, "") == str(folder)
+    assert (folder / "posi_prompt.pth").read_bytes() == b"prompt"
+    assert tier_model(flash, "sparse_ratio=1.5,async=1") == f"{folder},sparse_ratio=1.5,async=1"
+    assert tier_model(flash, "realesr-animevideov3") == str(folder)  # Live Upscale's model in the shared dict
+    assert tier_model(flash, "tiny,async=1") == "tiny,async=1"
+    # through the pipeline: FlashVSR needs CUDA for real weights, so here it falls back, having asked for the folder
+    cls = NodeRegistry.get(flash.pipeline_id)
+    from scope.server.pipeline_manager import PipelineManager
+
+    pipe = PipelineManager()._load_pipeline_implementation(flash.pipeline_id, {"upscale_backend": "realesrgan"})
+    info = pipe.info()
+    assert info["pipeline_id"] == flash.pipeline_id and info["requested"]["backend"] == "flashvsr"
+    if not torch.cuda.is_available():
+        assert info["backend"] == "classic" and info["load_error"]
+    assert cls is type(pipe)
+    sd = TIERS["live-upscale-stream-diffvsr"]
+    (models / "Stream-DiffVSR").mkdir()
+    assert tier_model(sd, "") == str(models / "Stream-DiffVSR")
+
+
+def test_weights_we_fetch_go_into_scopes_models_dir(monkeypatch, tmp_path):
+    from live_upscale.plugin.scope.adapter import scope_models_dir, use_scope_models_dir
+
+    monkeypatch.delenv("LIVE_UPSCALE_CACHE", raising=False)
+    monkeypatch.setenv("DAYDREAM_SCOPE_MODELS_DIR", str(tmp_path / "m"))
+    from scope.core.config import get_models_dir
+
+    assert scope_models_dir() == Path(get_models_dir())  # Scope's own answer
+    use_scope_models_dir()
+    import os
+
+    assert Path(os.environ["LIVE_UPSCALE_CACHE"]) == Path(get_models_dir()) / "live-upscale"
+
+
+def test_load_fields_arriving_at_runtime_recreate_the_engine(test_backends):
+    """Graph mode hands node-card values over at run time: a changed load field re-creates the engine."""
+    pipe = load({"upscale_backend": "classic", "upscale_scale": "2"})
+    proc = processor(pipe)
+    feed(proc, [frame(8, 8, seed=1)])
+    run(proc)
+    engine = pipe.upscaler.node.engine
+    proc.update_parameters({"upscale_scale": "2", "upscale_backend": "classic"})  # unchanged: nothing happens
+    feed(proc, [frame(8, 8, seed=2)])
+    run(proc)
+    assert pipe.upscaler.node.engine is engine and pipe.upscaler.info()["runtime_reloads"] == 0
+    proc.update_parameters({"upscale_scale": "3", "upscale_backend": "test_blend"})
+    feed(proc, [frame(8, 8, seed=3)])
+    run(proc)
+    assert pipe.upscaler.node.backend_id == "test_blend" and pipe.upscaler.info()["runtime_reloads"] == 1
+    assert drain(proc)[-1].tensor.shape == (1, 24, 24, 3)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from live_upscale import UpscaleNode, WeightsError, WeightsMissing, weights
 from live_upscale.backends import EngineConfig, choose
 from live_upscale.backends.stream_diffvsr import CPU_ENV, StreamDiffVSRBackend
+from live_upscale.backends.stream_diffvsr.engine import StreamDiffVSREngine
 from live_upscale.backends.stream_diffvsr.flow import LKFlow, flow_warp, make_flow, resize_flow
 from live_upscale.backends.stream_diffvsr.tpm_vae import OFFICIAL_VAE_CONFIG, TemporalTinyAutoencoder
 
@@ -208,12 +209,14 @@ def test_registered_and_auto_only_when_its_model_is_named(monkeypatch):
 
 
 @needs_diffusers
-@pytest.mark.parametrize("scale,h,w", [(4.0, 12, 20), (2.0, 16, 24), (3.0, 13, 9)])
+@pytest.mark.parametrize("scale,h,w", [(4.0, 12, 20), (4.0, 13, 21), (2.0, 16, 24), (3.0, 13, 9)])
 def test_shapes_and_range(scale, h, w):
     eng = tiny_engine(scale)
     assert eng.caps.temporal and eng.caps.native_scale == 4.0
     y = eng.process(smooth(h, w, n=2))
     assert y.shape == (2, 3, round(h * scale), round(w * scale)) and y.dtype == torch.float32
+    if scale == 4.0:  # native size, as upstream: the model saw exactly the input (no padding)
+        assert eng.prev_hr.shape[-2:] == (4 * h, 4 * w)
     assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0 and torch.isfinite(y).all()
     if scale == 2.0:
         assert "input resized by 0.5 first" in eng.caps.notes and "0.5" in eng.describe()
@@ -224,7 +227,9 @@ def test_prescale_output_route():
     eng = tiny_engine(2.0, prescale="output")
     assert "output resized" in eng.caps.notes
     assert eng.process(smooth(8, 12)).shape == (1, 3, 16, 24)
-    assert eng.prev_hr.shape[-2:] == (32, 64)  # the model ran at full input size (4x; width padded to 16)
+    assert eng.prev_hr.shape[-2:] == (32, 48)  # the model ran at full input size (4x), native: no padding
+    padded = tiny_engine(2.0, prescale="output", pad_to=8)  # the former default: width 12 -> 16
+    assert padded.process(smooth(8, 12)).shape == (1, 3, 16, 24) and padded.prev_hr.shape[-2:] == (32, 64)
 
 
 @needs_diffusers
@@ -289,7 +294,7 @@ def test_batch_equals_frame_by_frame_and_memory_is_constant():
     held = eng.state_bytes()
     for i in range(4):
         eng.process(x[i : i + 1])
-    assert eng.state_bytes() == held == (3 * 64 * 64 + 3 * 16 * 16) * 4  # prev HR + prev LR (padded to 16)
+    assert eng.state_bytes() == held == (3 * 48 * 48 + 3 * 12 * 12) * 4  # prev HR + prev LR (native size)
 
 
 @needs_diffusers
@@ -391,11 +396,15 @@ def test_flow_warp_and_rescale():
 def test_lk_flow_at_low_resolution_and_estimator_choice():
     prev = smooth(32, 32, seed=3)
     cur = torch.roll(prev, shifts=(1, 2), dims=(-2, -1))  # content moved +2 x, +1 y
-    f = LKFlow(1.0)(cur, prev)
+    f = LKFlow(1.0)(cur, prev, (32, 32))
     inner = f[..., 8:-8, 8:-8].mean(dim=(-1, -2))[0]
     assert abs(float(inner[0]) + 2) < 0.6 and abs(float(inner[1]) + 1) < 0.6
-    assert LKFlow(0.5)(cur, prev).shape == (1, 2, 32, 32)  # computed at half LR, returned on the LR grid
-    assert make_flow("auto", CPU).name == "lk"
+    assert LKFlow(0.5)(cur, prev, (32, 32)).shape == (1, 2, 32, 32)  # computed at half LR, returned on the grid asked
+    hr = LKFlow(1.0)(cur, prev, (128, 128))  # on the HR grid, in HR pixels
+    assert hr.shape == (1, 2, 128, 128) and abs(float(hr[0, 0, 32:-32, 32:-32].mean()) + 8) < 2.4
+    auto = make_flow("auto", CPU)
+    assert auto.name == "lk" and auto.at == "lr"  # LK: on the LR grid by default
+    assert make_flow("lk", CPU, at="hr").describe() == "lk at HR"
     with pytest.raises(WeightsMissing, match="RAFT-large weights not found"):
         make_flow("raft", CPU, raft_weights="/nonexistent/raft.pth")
     with pytest.raises(ValueError):
@@ -538,3 +547,130 @@ def test_benchmark_smoke_on_cpu_with_tiny_weights(capsys):
     assert "ms/frame" in out and out.strip().splitlines()[-1].startswith("|")
     if importlib.util.find_spec("torchvision") is not None:
         assert "upstream whole-seq" in out
+
+
+@needs_diffusers
+def test_history_is_the_raw_decoder_output_in_fp32():
+    """Regression: the output used to be made by in-place ops on a view of the stored history, so
+    in fp32 the next frame warped the clamped [0, 1] frame instead of the raw decoder output."""
+    eng = tiny_engine()  # CPU: fp32
+    raw = []
+    decode = eng.vae.decode
+    eng.vae.decode = lambda z, feats=None: raw.append(decode(z, feats)) or raw[-1].clone()
+    x = smooth(16, 16, n=2, seed=3)
+    for i in range(2):
+        y = eng.process(x[i : i + 1])
+        assert torch.equal(eng.prev_hr, raw[-1])  # history untouched by the output conversion
+        assert torch.equal(y, (raw[-1] * 0.5 + 0.5).clamp(0, 1))
+    assert float(raw[-1].abs().max()) > 0  # a real decoder output was recorded
+
+
+@needs_diffusers
+def test_fp16_variant_and_sharded_weights_load_as_diffusers_loads_them(tmp_path, monkeypatch):
+    """UNet as diffusers' fp16 variant, ControlNet and VAE sharded with an index: same model."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+    from safetensors.torch import load_file, save_file
+
+    from live_upscale.backends.stream_diffvsr import loader
+
+    root = write_official(tmp_path / "m", text_encoder=False)
+    save_file({"prompt_embeds": torch.randn(1, 77, 16)}, str(root / loader.PROMPT_FILE))
+    plain = loader.load_official(root)
+    unet = UNet2DConditionModel.from_pretrained(str(root / "unet"))
+    for f in (root / "unet").glob("diffusion_pytorch_model*"):
+        f.unlink()
+    unet.half().save_pretrained(root / "unet", variant="fp16")
+    assert (root / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    cn = ControlNetModel.from_pretrained(str(root / "controlnet"))
+    for f in (root / "controlnet").glob("diffusion_pytorch_model*"):
+        f.unlink()
+    cn.save_pretrained(root / "controlnet", max_shard_size="20KB")
+    assert (root / "controlnet" / "diffusion_pytorch_model.safetensors.index.json").is_file()
+    vae_file = root / "vae" / "diffusion_pytorch_model.safetensors"
+    sd = load_file(str(vae_file))
+    vae_file.unlink()
+    keys = sorted(sd)
+    half = len(keys) // 2
+    weight_map = {}
+    for i, part in enumerate((keys[:half], keys[half:])):
+        name = f"diffusion_pytorch_model-0000{i + 1}-of-00002.safetensors"
+        save_file({k: sd[k] for k in part}, str(root / "vae" / name))
+        weight_map.update({k: name for k in part})
+    (root / "vae" / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    assert loader.layout_problem(root) is None
+    got = loader.load_official(root)
+    for part in ("controlnet", "vae"):
+        a, b = getattr(plain, part).state_dict(), getattr(got, part).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    a, b = plain.unet.state_dict(), got.unet.state_dict()
+    assert all(torch.equal(a[k].half().float(), b[k]) and b[k].dtype == torch.float32 for k in a)  # fp16 -> fp32
+    (root / "vae" / "diffusion_pytorch_model-00002-of-00002.safetensors").unlink()
+    assert "missing" in loader.layout_problem(root)
+
+
+@needs_diffusers
+def test_scheduler_is_loaded_exactly_as_diffusers_from_pretrained(tmp_path, caplog):
+    """A scheduler file without ``timestep_spacing`` gets diffusers' default ('leading'), not ours."""
+    from diffusers import DDIMScheduler
+
+    from live_upscale.backends.stream_diffvsr import components as C
+    from live_upscale.backends.stream_diffvsr import loader
+
+    cfg = {k: v for k, v in C.SCHEDULER_CONFIG.items() if k != "timestep_spacing"}
+    (tmp_path / "scheduler").mkdir()
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps({"_class_name": "DDIMScheduler", **cfg}))
+    ours = loader.load_scheduler(tmp_path)
+    ref = DDIMScheduler.from_pretrained(str(tmp_path), subfolder="scheduler")
+    assert dict(ours.config) == dict(ref.config) and ours.config.timestep_spacing == "leading"
+    ref.set_timesteps(4)
+    comps = loader.random_components("tiny")
+    comps.scheduler = ours
+    with caplog.at_level("INFO", logger="live_upscale.backends.stream_diffvsr.engine"):
+        eng = StreamDiffVSREngine(EngineConfig(CPU, scale=4.0, options={}), comps, make_flow("none", CPU))
+    assert eng.plan.timesteps == ref.timesteps.tolist() == [751, 501, 251, 1]
+    assert any("[751, 501, 251, 1]" in r.getMessage() and "leading" in r.getMessage() for r in caplog.records)
+
+
+@needs_diffusers
+def test_given_noise_and_flow_replace_the_generator_and_the_estimator():
+    x = smooth(8, 12, n=3, seed=2)
+    seeded = tiny_engine(seed=7)
+    y_seeded = seeded.process(x)
+    g = torch.Generator().manual_seed(7)
+    noise = torch.cat([torch.randn(1, 4, 8, 12, generator=g) for _ in range(3)])  # upstream's draws, frame order
+    flow = torch.randn(2, 2, 32, 48, generator=g)
+    eng = tiny_engine(seed=123)
+    eng.set_noise(noise)
+    seen = []
+    eng.trace = lambda name, t: seen.append((name, t.clone()))
+    assert torch.equal(eng.process(x[:1]), y_seeded[:1])  # CPU: seed S draws what upstream's generator S draws
+    eng.set_flow(flow)
+    eng.process(x[1:3])
+    names, got = [n for n, _ in seen], dict(seen)
+    assert names[:2] == ["model_out[0,0]", "latents_steps[0,0]"] and "decoded[2]" in names and "latents_steps[2,3]" in names
+    assert torch.equal(got["warped_prev[0]"], flow_warp(got["decoded[0]"], flow[:1]))  # the given HR flow, as is
+    assert torch.equal(got["warped_prev[1]"], flow_warp(got["decoded[1]"], flow[1:2]))
+    assert eng.flow.describe() == "given" and "flow given" in eng.describe()
+    with pytest.raises(ValueError, match="given flow covers frames 1..2, not frame 3"):
+        eng.process(x[:1])  # a 4th frame: the given flow (and noise) have none
+    eng.set_flow(torch.zeros(3, 2, 32, 48))
+    with pytest.raises(ValueError, match="given noise covers 3 frames"):
+        eng.process(x[:1])
+    eng.reset()
+    eng.set_noise(None)
+    eng.set_options(seed=7)
+    eng.set_flow(lambda i, cur, prev: torch.zeros(1, 2, 32, 48))
+    assert eng.process(x[:1]).shape == (1, 3, 32, 48)
+
+
+def test_raft_runs_at_hr_as_upstream_and_lk_at_lr():
+    pytest.importorskip("torchvision")
+    raft = make_flow("raft", CPU, raft_weights="random", raft_iters=1)
+    assert raft.at == "hr" and raft.describe() == "raft at HR"
+    seen = []
+    raft.estimate = lambda c, p: seen.append(c) or torch.zeros(1, 2, *c.shape[-2:])
+    cur = smooth(16, 24, seed=1)
+    f = raft(cur, smooth(16, 24, seed=2), (64, 96))
+    assert f.shape == (1, 2, 64, 96) and seen[0].shape[-2:] == (64, 96)
+    assert torch.allclose(seen[0], F.interpolate(cur * 2 - 1, scale_factor=4, mode="bicubic"))  # upstream's input
+    assert make_flow("raft", CPU, raft_weights="random", at="lr").at == "lr"

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from live_upscale import UpscaleNode
 from live_upscale.backends.classic import ClassicEngine
 from live_upscale.ops.resample import gaussian_blur, resize
-from live_upscale.nodes.temporal import SceneCutDetector
-from live_upscale.ops.flow import lk_flow, luma, warp
+from live_upscale.nodes import temporal
+from live_upscale.nodes.temporal import SceneCutDetector, Stabilizer
+from live_upscale.ops.flow import lk_flow, lk_flow_cv, luma, warp
 from tests.conftest import registered_engine
 from tests.test_node import chunk_backend  # noqa: F401  (fixture)
 
@@ -33,10 +34,53 @@ def run(node, frames):
     return [node.process(f) for f in frames]
 
 
+@pytest.fixture(autouse=True, params=["opencv", "torch"])
+def stabilizer_path(request, monkeypatch):
+    """Every stabilizer test runs on both paths: OpenCV (what the CPU uses) and torch (CUDA/MPS, here on CPU)."""
+    if request.param == "torch":
+        monkeypatch.setattr(temporal, "CV_OK", False)
+    return request.param
+
+
 def test_flow_recovers_subpixel_translation():
     a, b = lr_of(moving(0)), lr_of(moving(1))
     fl = lk_flow(luma(b), luma(a))[..., 6:-6, 6:-6]
     assert (fl[:, 0] - 0.75).abs().mean() < 0.08 and (fl[:, 1] - 0.35).abs().mean() < 0.08
+
+
+def test_opencv_flows_recover_subpixel_translation(stabilizer_path):
+    if stabilizer_path == "torch":
+        pytest.skip("OpenCV flows only")
+    a, b = lr_of(moving(0)), lr_of(moving(1))
+    ga, gb = (luma(x)[0, 0].contiguous().numpy() for x in (a, b))
+    full = lk_flow_cv(gb, ga)[6:-6, 6:-6]
+    assert abs(full[..., 0] - 0.75).mean() < 0.08 and abs(full[..., 1] - 0.35).mean() < 0.08
+    ref = lk_flow(luma(b), luma(a))[0].permute(1, 2, 0)[6:-6, 6:-6].numpy()
+    assert abs(full - ref).mean() < 0.03  # the same algorithm (borders of the windows differ)
+    st = Stabilizer()  # DIS, refined by two LK iterations: what the CPU path uses
+    import cv2
+
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST).calc(
+        cv2.convertScaleAbs(gb, alpha=255.0), cv2.convertScaleAbs(ga, alpha=255.0), None)
+    refined = lk_flow_cv(gb, ga, iters=st.refine_iters, init=dis)[6:-6, 6:-6]
+    assert abs(refined[..., 0] - 0.75).mean() < 0.08 and abs(refined[..., 1] - 0.35).mean() < 0.08
+
+
+def test_opencv_and_torch_paths_agree(stabilizer_path, monkeypatch):
+    """The two implementations of the stabilizer, with the same flow algorithm (full pyramid LK), give nearly the
+    same frames (box windows at the borders, area downscales and the blend's rounding differ a little)."""
+    if stabilizer_path == "torch":
+        pytest.skip("compares both paths itself")
+    frames = [lr_of(moving(t)) for t in range(6)]
+    node = UpscaleNode(backend="classic", stabilize=1.0)
+    node._stabilizer.cpu_flow = "lk"
+    cv_out = run(node, frames)
+    monkeypatch.setattr(temporal, "CV_OK", False)
+    t_out = run(UpscaleNode(backend="classic", stabilize=1.0), frames)
+    raw = run(UpscaleNode(backend="classic"), frames)
+    for c, t, r in zip(cv_out[1:], t_out[1:], raw[1:]):
+        inner = (..., slice(8, -8), slice(8, -8))
+        assert (c - t)[inner].abs().mean() < 0.25 * (t - r)[inner].abs().mean() + 1e-4
 
 
 class BoilingEngine(ClassicEngine):

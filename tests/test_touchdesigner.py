@@ -355,32 +355,191 @@ def test_gpu_interop_1024_bgra(monkeypatch, capsys):
     )
     assert torch.equal(op.output, ref)
 
-    # timing: the whole cook vs the node's own work on an already wrapped frame
-    n = 50
-    x = torch.from_numpy(src.image).to(dev)
-    node = st.node
-    for _ in range(5):
-        op.cook(cb)
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        op.cook(cb)
-    torch.cuda.synchronize()
-    t_cook = (time.perf_counter() - t0) * 1000 / n
-    with torch.cuda.stream(st.stream):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            node.cook(x, in_format="HWC:BGRA:uint8:flipped")
-        torch.cuda.synchronize()
-    t_node = (time.perf_counter() - t0) * 1000 / n
-    t0 = time.perf_counter()
-    for _ in range(n):
-        src.cudaMemory(stream=st.stream.cuda_stream)  # the stand-in's TD-side texture copy (TD pays this too)
-    torch.cuda.synchronize()
-    t_td = (time.perf_counter() - t0) * 1000 / n
-    overhead = t_cook - t_node - t_td
+    # timing: the whole cook vs the node's own work on an already wrapped frame (the benchmark's own code)
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import sr_speed
+
+    r = sr_speed.td_interop_overhead(size=1024, frames=50, device="cuda")
+    assert r["out"] == (2048, 2048, 4)
+    overhead = r["overhead_ms"]
     with capsys.disabled():
-        print(f"\n[td interop 1024² BGRA uint8 -> 2048²] cook {t_cook:.3f} ms, node.cook alone {t_node:.3f} ms, "
-              f"stand-in TD input copy {t_td:.3f} ms, adapter overhead {overhead:.3f} ms/frame "
-              f"({torch.cuda.get_device_name()})")
+        print(f"\n[td interop 1024² BGRA uint8 -> 2048²] cook {r['cook_ms']:.3f} ms, node.cook alone "
+              f"{r['node_ms']:.3f} ms, stand-in TD input copy {r['td_copy_ms']:.3f} ms, "
+              f"adapter overhead {overhead:.3f} ms/frame ({torch.cuda.get_device_name()})")
     assert overhead < 2.0  # goal 0.3 ms; loose bound so a busy machine does not fail the suite
+
+
+# --- TD builds that differ: refused data types, no stream argument (issue 16) --------------------------------
+
+
+def _cook_with(callbacks, image, op_kw=None, top_kw=None, **pars):
+    op = td.ScriptTOP([td.TOP(image, **(top_kw or {}))], **(op_kw or {}))
+    op.callbacks = callbacks
+    callbacks.onSetupParameters(op)
+    set_pars(op, **{"Backend": "classic", **pars})
+    return op
+
+
+@pytest.mark.parametrize("dtype", [np.float16] + ([np.uint16] if hasattr(torch, "uint16") else []))
+def test_refused_16bit_output_falls_back_to_float32_once(callbacks, dtype, caplog):
+    rgba = rgba_image(16, 20)
+    op = _cook_with(callbacks, td.td_image(rgba, dtype), op_kw={"refuse_dtypes": {np.float16, np.uint16}})
+    op.cook(callbacks)
+    assert not op.errors and not op.warnings  # a fallback, not a failed frame
+    assert op.output.dtype == np.float32 and op.output.shape == (32, 40, 4)
+    assert op.refused == [np.dtype(dtype)]
+    info = op.par.Outputdtype.val
+    assert info.startswith("float32") and "refused" in info and str(np.dtype(dtype)) in info
+    want = UpscaleNode(backend="classic", scale=2.0, device="cpu").cook(
+        td.td_image(rgba, dtype), in_format=f"HWC:RGBA:{np.dtype(dtype).name}:flipped", out_format="HWC:RGBA:float32:flipped"
+    )
+    assert np.abs(op.output - want).max() < 1e-3  # the same picture, as float32
+    for _ in range(3):  # remembered: no further attempt at the refused type, never a failed frame
+        op.cook(callbacks)
+        assert not op.warnings and op.output.dtype == np.float32
+    assert op.refused == [np.dtype(dtype)] and len(op.copies) == 4
+    assert sum("refused" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_output_data_type_is_a_choice(callbacks):
+    rgba = rgba_image(16, 20)
+    op = _cook_with(callbacks, td.td_image(rgba, np.float32), Outdtype="uint8")
+    assert op.par.Outdtype.menuNames == ["input", "uint8", "uint16", "float16", "float32"]
+    op.cook(callbacks)
+    assert not op.warnings and op.output.dtype == np.uint8  # BGRA, as TD lays out 8-bit textures
+    up = td.from_td_image(op.output)
+    assert up[:3, :, 0].mean() > 0.9 and up[-3:, :, 2].mean() > 0.9  # red on top, blue below: channels right
+    assert op.par.Outputdtype.val == "uint8"
+    set_pars(op, Outdtype="float16")
+    op.cook(callbacks)
+    assert op.output.dtype == np.float16 and op.par.Outputdtype.val == "float16"
+    set_pars(op, Outdtype="bogus")
+    op.cook(callbacks)
+    assert op.output.dtype == np.float32  # unknown value: same as the input
+
+
+def test_a_failure_that_is_not_the_data_type_is_not_blamed_on_it(callbacks, monkeypatch):
+    op = _cook_with(callbacks, td.td_image(rgba_image(8, 8), np.float16))
+    calls = []
+
+    def broken(*a, **k):
+        calls.append(a[3].dataType if len(a) > 3 else None)
+        raise td.tdError("device lost")
+
+    monkeypatch.setattr(op, "copyCUDAMemory", broken)
+    op.cook(callbacks)
+    assert op.errors and "device lost" in op.errors[0]  # reported, and pass-through failed too
+    st = top.state_for(op)
+    assert not st.out_dtype.refused and not st.out_dtype.notice
+
+
+def test_cuda_memory_without_stream_argument(callbacks):
+    image = td.td_image(rgba_image(), np.uint8)
+    op = _cook_with(callbacks, image, top_kw={"stream_arg": False}, op_kw={"stream_arg": False})
+    for _ in range(3):
+        op.cook(callbacks)
+        assert not op.errors and not op.warnings
+        assert op.output.shape == (48, 64, 4)
+    assert op.inputs[0].streams == [None] * 3  # asked once with the stream, then remembered without
+    st = top.state_for(op)
+    assert not st._mem_stream and not st._copy_stream
+
+
+def test_callbacks_append_the_venv_and_keep_tds_numpy(monkeypatch, tmp_path):
+    """The DAT puts the venv last on sys.path, after importing TD's own numpy (the venv's cannot shadow it)."""
+    site = tmp_path / "site-packages"
+    (site / "numpy").mkdir(parents=True)
+    (site / "numpy" / "__init__.py").write_text("raise ImportError('the venv numpy shadowed TD')\\n")
+    monkeypatch.setenv("LIVE_UPSCALE_SITE", str(site))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = importlib.util.spec_from_file_location("cb_append", TEMPLATE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert sys.path[-1] == str(site) and str(site) not in sys.path[:-1]
+    import numpy
+
+    assert not str(numpy.__file__).startswith(str(site))
+    assert mod._lu is not None  # the package imported with the venv appended
+
+
+def test_setup_script_pins_numpy_to_touchdesigners():
+    text = (REPO / "windows" / "setup.ps1").read_text()
+    assert "[string]$Numpy" in text and "[string]$TouchDesigner" in text
+    assert 'import numpy; print(numpy.__version__)' in text and "numpy-*.dist-info" in text
+    assert text.count("-c\", $constraints") >= 2 and "numpy>=1.24,<2" in text  # every later install keeps the pin
+    assert "sys.path.append" in text and "sys.path.insert(0" not in text
+
+
+# --- TouchDesigner without CUDA: numpyArray() in, copyNumpyArray() out --------------------------------------
+
+
+@pytest.fixture
+def numpy_mode(monkeypatch):
+    """A TD whose torch has no CUDA: the TOP must use the host-memory calls (the stand-in's cudaMemory
+    would raise if it were called)."""
+    monkeypatch.setattr(top, "ALLOW_HOST_MEMORY", False)
+    monkeypatch.setattr(td.TOP, "cudaMemory", lambda self, stream=None: 1 / 0)
+    monkeypatch.setattr(td.ScriptTOP, "copyCUDAMemory", lambda self, *a, **k: 1 / 0)
+
+
+@pytest.mark.parametrize("stabilize", [0.0, 1.0])
+def test_numpy_path_classic_end_to_end(callbacks, numpy_mode, stabilize):
+    rgba = rgba_image()
+    src = td.TOP(td.td_image(rgba, np.uint8))
+    op = make_op(td.td_image(rgba, np.uint8), callbacks, Stabilize=stabilize)
+    op.inputs = [src]
+    for _ in range(3):
+        op.cook(callbacks)
+    assert not op.errors and not op.warnings, (op.errors, op.warnings)
+    out = op.output
+    assert out.shape == (48, 64, 4) and out.dtype == np.float32 and op.copies[-1]["numpy"]
+    assert src.numpy_reads == 3
+    # exactly what the node makes of the array numpyArray() gave (float32 RGBA, bottom row first)
+    ref_node = UpscaleNode(backend="classic", scale=2.0, device="cpu", stabilize=stabilize)
+    for _ in range(3):
+        ref = ref_node.cook(src.numpyArray(), in_format="HWC:RGBA:float32:flipped")
+    assert np.array_equal(out, ref)
+    up = out[::-1]  # top row first
+    assert up[:4, :, 0].mean() > 0.9 and up[:4, :, 2].mean() < 0.1  # red on top
+    assert up[-4:, :, 2].mean() > 0.9 and up[-4:, :, 0].mean() < 0.1  # blue at the bottom
+    a_ref = F.interpolate(torch.from_numpy(rgba[..., 3])[None, None], size=(48, 64), mode="bilinear", align_corners=False)
+    assert np.abs(up[..., 3] - a_ref[0, 0].numpy()).max() < 3 / 255  # alpha kept (through 8-bit input)
+    st = top.state_for(op)
+    assert st.uses_numpy and st.device.type in ("cpu", "mps")
+    assert "numpyArray" in op.par.Backendinuse.val and "classic" in op.par.Backendinuse.val
+
+
+def test_numpy_path_realesrgan_and_mono(callbacks, numpy_mode, compact_x4):
+    op = make_op(np.linspace(0, 1, 12 * 10, dtype=np.float32).reshape(12, 10, 1), callbacks, Backend="realesrgan",
+                 Model=str(compact_x4), Scale=4.0)
+    op.cook(callbacks)
+    assert not op.errors and not op.warnings, (op.errors, op.warnings)
+    # mono comes back as RGBA (copyNumpyArray takes 3 or 4 components) with an opaque alpha
+    assert op.output.shape == (48, 40, 4) and op.output.dtype == np.float32 and np.all(op.output[..., 3] == 1.0)
+    assert top.state_for(op).node.backend_id == "realesrgan" and "realesrgan" in op.par.Backendinuse.val
+    set_pars(op, Backend="classic", Model="", Scale=2.0)  # classic keeps the gray in R, G and B
+    op.cook(callbacks)
+    assert not op.warnings and op.output.shape == (24, 20, 4)
+    assert np.array_equal(op.output[..., 0], op.output[..., 1]) and np.array_equal(op.output[..., 1], op.output[..., 2])
+
+
+def test_numpy_path_never_crashes(callbacks, numpy_mode, monkeypatch):
+    op = make_op(td.td_image(rgba_image(), np.float32), callbacks)
+    monkeypatch.setattr(UpscaleNode, "cook", lambda self, *a, **k: 1 / 0)
+    op.cook(callbacks)
+    assert op.output.shape == (48, 64, 4) and not op.errors and "ZeroDivisionError" in op.warnings[0]
+    assert "passed through" in op.warnings[0] and op.copies[-1]["numpy"]
+    monkeypatch.setattr(td.TOP, "numpyArray", lambda self, **k: None)  # an input that is not cooking
+    op.cook(callbacks)
+    assert op.errors and "numpyArray" in op.errors[0]
+
+
+def test_numpy_path_device_is_mps_else_cpu(monkeypatch):
+    from live_upscale.plugin.touchdesigner import host_io
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert host_io.device().type == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert host_io.device().type == "cpu"
+    if not torch.cuda.is_available():
+        assert top.UpscaleTOP(None).device.type == "cpu"

@@ -7,8 +7,10 @@
   TouchDesigner 2023 builds run Python 3.11, so the venv must be 3.11 too. The script
     1. finds Python 3.11 (the "py" launcher, else python.exe on PATH),
     2. creates the venv (default: .venv in the repository root, i.e. next to the project),
-    3. installs torch from PyTorch's CUDA index, then this package (editable, with the [remote] extra
-       for upscaling on a cloud GPU running "live-upscale serve"),
+    3. pins numpy to the version TouchDesigner bundles (read from TD's own Python or its
+       site-packages; -Numpy overrides), then installs torch from PyTorch's CUDA index and this
+       package (editable, with the [remote] extra for upscaling on a cloud GPU running "live-upscale serve")
+       under that pin, so pip never brings a numpy that breaks TD's modules,
     4. with -Rtx, installs nvidia-vfx from NVIDIA's package index (https://pypi.nvidia.com),
     5. runs "live-upscale doctor" to show which backends can run,
     6. writes a Script TOP callbacks file with the venv path filled in, and prints the line to add to TD.
@@ -18,6 +20,11 @@
 .PARAMETER Rtx       Also install nvidia-vfx (RTX VSR; RTX GPU with driver 570.65+).
 .PARAMETER Torch     pip requirement for torch (default "torch"; e.g. "torch==2.4.1" if a newer one fails to load in TD).
 .PARAMETER Python    Path of a Python 3.11 python.exe (default: found with the "py -3.11" launcher, else python on PATH).
+.PARAMETER TouchDesigner  TouchDesigner's install folder, to read its bundled numpy version
+                    (default: the newest C:\Program Files\Derivative\TouchDesigner*).
+.PARAMETER Numpy     numpy version to pin instead of reading TD's (e.g. "1.24.1"). When TD's
+                    version cannot be read, "numpy>=1.24,<2" is used: TD's modules are built
+                    against numpy 1.x, and a numpy 2 breaks them.
 .PARAMETER Force     Delete and re-create an existing venv.
 
 .EXAMPLE
@@ -30,6 +37,8 @@ param(
     [string]$Torch = "torch",
     [switch]$Rtx,
     [string]$Python = "",
+    [string]$TouchDesigner = "",
+    [string]$Numpy = "",
     [switch]$Force
 )
 
@@ -94,15 +103,52 @@ if (Test-Path $vpy) {
 }
 Run $vpy @("-m", "pip", "install", "--upgrade", "pip")
 
-# --- 3. CUDA torch, then this package --------------------------------------------------------------
-Run $vpy @("-m", "pip", "install", $Torch, "--index-url", "https://download.pytorch.org/whl/$Cuda")
+# --- 3. numpy pinned to TouchDesigner's, then CUDA torch and this package under that pin ------------
+function Find-TdNumpy {
+    # TD's bundled numpy: ask TD's own python.exe, else read the dist-info folder name
+    $dirs = @()
+    if ($TouchDesigner) { $dirs += $TouchDesigner }
+    else {
+        $base = Join-Path $env:ProgramFiles "Derivative"
+        if (Test-Path $base) {
+            $dirs += Get-ChildItem $base -Directory -Filter "TouchDesigner*" | Sort-Object LastWriteTime -Descending | ForEach-Object { $_.FullName }
+        }
+    }
+    foreach ($d in $dirs) {
+        $tdpy = Join-Path $d "bin\python.exe"
+        if (Test-Path $tdpy) {
+            $v = Quiet $tdpy @("-c", "import numpy; print(numpy.__version__)")
+            if ($v) { return @($v, $d) }
+        }
+        $info = Get-ChildItem (Join-Path $d "bin\Lib\site-packages") -Directory -Filter "numpy-*.dist-info" -ErrorAction SilentlyContinue | Select-Object -First 1
+        if ($info -and $info.Name -match "^numpy-(.+)\.dist-info$") { return @($Matches[1], $d) }
+    }
+    return $null
+}
+if ($Numpy) {
+    $numpySpec = "numpy==$Numpy"
+    Write-Host "numpy pinned to $Numpy (-Numpy)"
+} else {
+    $found = Find-TdNumpy
+    if ($found) {
+        $numpySpec = "numpy==$($found[0])"
+        Write-Host "numpy pinned to $($found[0]), the version TouchDesigner bundles ($($found[1]))"
+    } else {
+        $numpySpec = "numpy>=1.24,<2"
+        Write-Host "warning: TouchDesigner's numpy version not found; using '$numpySpec'. Pass -TouchDesigner <folder> or -Numpy <version> to pin it exactly." -ForegroundColor Yellow
+    }
+}
+$constraints = Join-Path $Venv "td-constraints.txt"
+[System.IO.File]::WriteAllText($constraints, "$numpySpec`n")
+Run $vpy @("-m", "pip", "install", $numpySpec)
+Run $vpy @("-m", "pip", "install", $Torch, "--index-url", "https://download.pytorch.org/whl/$Cuda", "-c", $constraints)
 # [remote]: the client of `live-upscale serve` (a cloud GPU), selectable as the TOP's "remote" backend
-Run $vpy @("-m", "pip", "install", "-e", "$($Root)[remote]")
+Run $vpy @("-m", "pip", "install", "-e", "$($Root)[remote]", "-c", $constraints)
 
 # --- 4. nvidia-vfx (optional) --------------------------------------------------------------------
 if ($Rtx) {
     Write-Host "installing nvidia-vfx from NVIDIA's package index (several hundred MB: it carries the SDK and its models)"
-    & $vpy -m pip install --extra-index-url https://pypi.nvidia.com nvidia-vfx
+    & $vpy -m pip install --extra-index-url https://pypi.nvidia.com nvidia-vfx -c $constraints
     if ($LASTEXITCODE -ne 0) {
         Write-Host "warning: nvidia-vfx did not install; the other backends still work. Retry with:" -ForegroundColor Yellow
         Write-Host "  $vpy -m pip install --extra-index-url https://pypi.nvidia.com nvidia-vfx" -ForegroundColor Yellow
@@ -128,7 +174,9 @@ $text = $text.Replace('LIVE_UPSCALE_SITE = r""', "LIVE_UPSCALE_SITE = r`"$site`"
 Write-Host ""
 Write-Host "Done. In TouchDesigner:" -ForegroundColor Green
 Write-Host "  - add this line where TD runs Python at start (an Execute DAT's onStart), or leave it to the callbacks file:"
-Write-Host "      import sys; sys.path.insert(0, r'$site')" -ForegroundColor Cyan
+Write-Host "      import sys; sys.path.append(r'$site')" -ForegroundColor Cyan
+Write-Host "    (append, not insert(0, ...): TD's own numpy and other bundled modules stay first; the venv's numpy is pinned to TD's version anyway)"
+Write-Host "  - later installs into this venv: add  -c $constraints  so pip keeps numpy at TD's version"
 Write-Host "  - Script TOP callbacks, venv path already filled in: point the callbacks DAT's File parameter at"
 Write-Host "      $callbacks" -ForegroundColor Cyan
 Write-Host "  - on the Script TOP, pulse Setup Parameters: the Upscale and Info pages appear."

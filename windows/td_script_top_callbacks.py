@@ -14,10 +14,21 @@ import sys
 
 # The venv's site-packages folder (setup.ps1 fills this in; the LIVE_UPSCALE_SITE environment variable works too).
 LIVE_UPSCALE_SITE = r""
+# The venv goes at the END of sys.path, so TouchDesigner's own modules (numpy, cv2, ...) stay the
+# ones TD imports; setup.ps1 pins the venv's numpy to TD's version. Set True only if a package in the
+# venv needs a newer copy of something TD also bundles (TD's numpy is imported first even then).
+LIVE_UPSCALE_PREPEND = False
 
 _site = LIVE_UPSCALE_SITE or os.environ.get("LIVE_UPSCALE_SITE", "")
 if _site and _site not in sys.path:
-    sys.path.insert(0, _site)
+    try:
+        import numpy  # noqa: F401 - TD's bundled numpy, loaded before the venv can shadow it
+    except Exception:  # noqa: BLE001 - a TD without numpy: nothing to protect
+        pass
+    if LIVE_UPSCALE_PREPEND:
+        sys.path.insert(0, _site)
+    else:
+        sys.path.append(_site)
 
 try:
     from live_upscale.plugin import touchdesigner as _lu

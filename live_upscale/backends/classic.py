@@ -1,5 +1,8 @@
 """``classic``: no weights, any device. Antialiased bicubic or Lanczos-3 plus light sharpening.
 
+Lanczos-3 and the unsharp mask are ``ops.resample``'s: on CPU they run in OpenCV (polyphase
+filtering, O(taps) per pixel), elsewhere in torch (a gather of the taps).
+
 It is the embedded default: it always runs, so the main job never needs a download.
 Quality maps to the filter: fast = bicubic, balanced = Lanczos-3 with a light unsharp
 mask, high = Lanczos-3 with a stronger one. ``sharpen`` adds to that amount.
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ops.resample import out_size, resize, unsharp
+from ..ops.resample import clamp01_, out_size, resize, unsharp
 from .base import Backend, Capabilities, Engine, EngineConfig, Probe
 from .registry import register
 
@@ -18,6 +21,7 @@ _QUALITY = {"fast": ("bicubic", 0.0), "balanced": ("lanczos", 0.3), "high": ("la
 
 class ClassicEngine(Engine):
     caps = Capabilities(min_scale=1.0, max_scale=8.0, notes="resampling + unsharp mask; no weights")
+    channels_last_ok = True  # takes and returns (N,3,H,W) in any memory layout (OpenCV works channels-last)
 
     def __init__(self, config: EngineConfig):
         super().__init__(config)
@@ -36,7 +40,7 @@ class ClassicEngine(Engine):
         y = resize(frames, size, self.filter)
         # sigma tracks the scale: sharpen the detail band the resampler softened
         y = unsharp(y, self.base_sharpen + self.sharpen, sigma=max(0.6, 0.5 * self.scale))
-        return y.clamp(0.0, 1.0) if y is frames else y.clamp_(0.0, 1.0)  # never write into the caller's frames
+        return clamp01_(y.clone() if y is frames else y)  # never write into the caller's frames
 
     def describe(self) -> str:
         return f"classic {self.filter} x{self.scale:g}, sharpen {self.base_sharpen + self.sharpen:.2f}"

@@ -6,9 +6,15 @@ NVIDIA's package index. No weights to fetch: the wheel carries the SDK's models.
 
 How the SDK is driven (nvidia-vfx API, 0.1/0.2):
 
-- ``nvvfx.VideoSuperRes(quality=..., device=N[, strength=...])``, ``output_width``/``output_height``
-  (and ``input_width``/``input_height``) set, then ``load()``; one effect per frame size, re-created
-  when the input size changes;
+- ``nvvfx.VideoSuperRes(quality=..., device=N[, strength=..., image_encoding=...])``,
+  ``output_width``/``output_height`` set (and ``input_width``/``input_height`` where the class has
+  them: 0.2; 0.1 infers the input size from the frame), then ``load()``; one effect per frame size,
+  re-created when the input size changes;
+- encoding: for sources deeper than 8 bits (``source_bits`` option, e.g. TouchDesigner's 16/32-bit
+  TOPs) the effect is built with ``image_encoding=VideoSuperRes.ImageEncoding.RGB10A2`` where the
+  wheel offers it (0.2), so the SDK's 10-bit path keeps more than 8 bits of the input; otherwise
+  the SDK default (RGB8). ``encoding=rgb8|rgb10a2|auto`` in the spec forces it. The input array is
+  float32 either way; ``describe()`` names the encoding in use;
 - ``run(x, non_blocking=..., stream_ptr=...)`` takes a DLPack CUDA array ``(3,H,W)`` RGB float32 in
   [0,1] and returns an object whose ``.image`` is a DLPack capsule of a buffer the SDK *reuses* on
   its next call: every output is copied out before the next ``run``;
@@ -25,7 +31,7 @@ Explicit SDK settings go in ``model`` (this backend has no weights, so ``model``
 or in ``EngineConfig.options``: a comma-separated spec such as ``"ULTRA"``,
 ``"HIGHBITRATE_HIGH,strength=0.7"`` or ``"HIGH,denoise=medium"`` (``denoise=``/``deblur=`` add a
 same-size DENOISE_*/DEBLUR_* pre-pass for compressed inputs; ``strength=`` needs nvidia-vfx 0.2;
-``async=1`` passes ``non_blocking=True``).
+``async=1`` passes ``non_blocking=True``; ``encoding=rgb10a2`` forces the 10-bit path).
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ class RTXSettings:
     strength: float | None = None  # None: the SDK's default (1.0); needs nvidia-vfx 0.2
     prepass: str | None = None  # DENOISE_* / DEBLUR_* run at input size before the upscale
     non_blocking: bool = False
+    encoding: str = "auto"  # auto (RGB10A2 for >8-bit sources where offered) | rgb8 | rgb10a2
     ignored_model: str | None = None  # a model string that is not an RTX spec (e.g. left over from auto)
 
     def describe(self) -> str:
@@ -102,6 +109,16 @@ def _strength(value: Any) -> float:
     if not 0.0 <= s <= 1.0:
         raise InputError(f"rtx_vsr: strength={s:g} is outside [0, 1]")
     return s
+
+
+ENCODINGS = ("auto", "rgb8", "rgb10a2")
+
+
+def _encoding(value: Any) -> str:
+    v = str(value).strip().lower().replace("-", "").replace("_", "")
+    if v not in ENCODINGS:
+        raise InputError(f"rtx_vsr: encoding={value!r}: use auto, rgb8 or rgb10a2")
+    return v
 
 
 def _truthy(value: Any) -> bool:
@@ -143,6 +160,8 @@ def parse_spec(spec: str | None, base: RTXSettings | None = None) -> RTXSettings
                 changes["prepass"] = v if v in PREPASS_LEVELS else None
             elif key in ("async", "non_blocking"):
                 changes["non_blocking"] = _truthy(val)
+            elif key in ("encoding", "image_encoding"):
+                changes["encoding"] = _encoding(val)
             else:
                 unknown.append(tok)
             continue
@@ -182,6 +201,8 @@ def settings_from_config(config: EngineConfig) -> RTXSettings:
         s = parse_spec(f"prepass={o['prepass']}", s)
     if "non_blocking" in o:
         s = replace(s, non_blocking=bool(o["non_blocking"]))
+    if o.get("encoding"):
+        s = replace(s, encoding=_encoding(o["encoding"]))
     return s
 
 
@@ -235,13 +256,14 @@ def _capability(device: torch.device) -> tuple[int, int] | None:
     return torch.cuda.get_device_capability(idx)
 
 
-def _version() -> str:
+def _version(nv: Any = None) -> str:
     try:
         from importlib.metadata import version
 
         return version("nvidia-vfx")
     except Exception:  # noqa: BLE001 - a stand-in or a vendored copy has no metadata
-        return "unknown version"
+        v = getattr(nv if nv is not None else sys.modules.get("nvvfx"), "__version__", None)
+        return str(v) if v else "unknown version"
 
 
 def _hint(text: str) -> str:
@@ -260,6 +282,13 @@ def _hint(text: str) -> str:
 
 
 # --- the engine -------------------------------------------------------------------------------------
+
+
+def _bits(v: Any) -> int:
+    try:
+        return max(1, int(v))
+    except (TypeError, ValueError):
+        return 8
 
 
 def _ceil(n: int, m: int = ALIGN) -> int:
@@ -306,6 +335,7 @@ class RTXVSREngine(Engine):
         self.nv = nv
         self.settings = settings
         self.sharpen = float(config.options.get("sharpen", 0.0))
+        self.source_bits = _bits(config.options.get("source_bits", 8))  # the host's input precision
         dev = config.device
         self.device_index = dev.index if dev.index is not None else (torch.cuda.current_device() if dev.type == "cuda" else 0)
         self._plan: _Plan | None = None
@@ -329,23 +359,47 @@ class RTXVSREngine(Engine):
                     ) from None
         raise BackendUnavailable("rtx_vsr: nvvfx has no VideoSuperRes.QualityLevel: unsupported nvidia-vfx version")
 
+    def _encoding_enum(self):
+        """``VideoSuperRes.ImageEncoding`` (nvidia-vfx 0.2), or None where the wheel has none (0.1)."""
+        return getattr(getattr(self.nv, "VideoSuperRes", None), "ImageEncoding", None)
+
+    def encoding(self) -> str | None:
+        """The image encoding the effects are built with: ``RGB10A2``, ``RGB8``, or None (0.1: no choice)."""
+        enum = self._encoding_enum()
+        want = self.settings.encoding
+        if want == "auto":
+            want = "rgb10a2" if self.source_bits > 8 else "rgb8"
+        if enum is None:
+            return None
+        if want == "rgb10a2" and not hasattr(enum, "RGB10A2"):
+            return "RGB8"
+        return want.upper()
+
     def _make(self, level: str, in_hw: tuple[int, int], out_hw: tuple[int, int], strength: float | None):
         kw: dict[str, Any] = {"quality": self._quality(level), "device": self.device_index}
         if strength is not None:
             kw["strength"] = strength
+        enc = self.encoding()
+        if self.settings.encoding == "rgb10a2" and enc != "RGB10A2":
+            raise BackendUnavailable(
+                f"rtx_vsr: nvidia-vfx {_version(self.nv)} has no RGB10A2 image encoding: upgrade to 0.2+ or drop encoding="
+            )
+        if enc == "RGB10A2":  # RGB8 is the SDK's default: passed only when it is not
+            kw["image_encoding"] = self._encoding_enum().RGB10A2
         where = f"{in_hw[1]}x{in_hw[0]} -> {out_hw[1]}x{out_hw[0]}, {level}"
         try:
             fx = self.nv.VideoSuperRes(**kw)
         except TypeError as e:
             if "strength" in kw and "strength" in str(e):
                 raise BackendUnavailable(
-                    f"rtx_vsr: nvidia-vfx {_version()} does not take strength=: upgrade to 0.2+ or drop strength"
+                    f"rtx_vsr: nvidia-vfx {_version(self.nv)} does not take strength=: upgrade to 0.2+ or drop strength"
                 ) from None
             raise BackendUnavailable(f"rtx_vsr: cannot create the effect ({where}): {one_line(e)}") from None
         except Exception as e:  # noqa: BLE001 - NvVFXError and friends -> one line
             raise BackendUnavailable(f"rtx_vsr: cannot create the effect ({where}): {one_line(e)}{_hint(str(e))}") from None
         try:
-            fx.input_width, fx.input_height = in_hw[1], in_hw[0]
+            if hasattr(type(fx), "input_width") and hasattr(type(fx), "input_height"):
+                fx.input_width, fx.input_height = in_hw[1], in_hw[0]  # 0.2; 0.1 takes it from the frame
             fx.output_width, fx.output_height = out_hw[1], out_hw[0]
             fx.load()
         except Exception as e:  # noqa: BLE001
@@ -427,6 +481,12 @@ class RTXVSREngine(Engine):
     def set_options(self, **options: Any) -> None:
         if "sharpen" in options:
             self.sharpen = float(options["sharpen"])
+        if options.get("source_bits") is not None:
+            bits = _bits(options["source_bits"])
+            if bits != self.source_bits:
+                before = self.encoding()
+                self.source_bits = bits
+                self._dirty = self._dirty or self.encoding() != before  # a new encoding: new effects
         new = self.settings
         if options.get("strength") is not None:
             new = replace(new, strength=_strength(options["strength"]))
@@ -443,7 +503,9 @@ class RTXVSREngine(Engine):
         """RTX VSR keeps no history the node can see; reloading would stall a host, so nothing to do."""
 
     def describe(self) -> str:
-        s = f"RTX VSR x{self.scale:g} ({self.settings.describe()}; nvidia-vfx {_version()})"
+        enc = self.encoding()
+        enc_text = f"encoding {enc}" if enc else "encoding RGB8 (nvidia-vfx 0.1 has no choice)"
+        s = f"RTX VSR x{self.scale:g} ({self.settings.describe()}, {enc_text}; nvidia-vfx {_version(self.nv)})"
         if self.scale > MAX_SDK_SCALE:
             s += f", SDK at {MAX_SDK_SCALE:g}x then resized"
         if self.settings.ignored_model:
@@ -495,4 +557,9 @@ class RTXVSRBackend(Backend):
             raise BackendUnavailable(f"rtx_vsr: importing nvvfx failed: {one_line(e)}{_hint(str(e))}") from None
         # The real SDK needs CUDA tensors; the engine does not check the device itself so that a
         # stand-in SDK can run it on CPU in tests. The node's probe (via the registry) guards CUDA.
-        return RTXVSREngine(config, nv, settings)
+        engine = RTXVSREngine(config, nv, settings)
+        if settings.encoding == "rgb10a2" and engine.encoding() != "RGB10A2":
+            raise BackendUnavailable(
+                f"rtx_vsr: nvidia-vfx {_version(nv)} has no RGB10A2 image encoding: upgrade to 0.2+ or drop encoding="
+            )
+        return engine

@@ -14,6 +14,7 @@ there: no host round trip, no sync.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Literal
 
 import numpy as np
@@ -21,6 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+
+try:  # the CPU fast paths below; without OpenCV the torch paths do the same
+    import cv2
+except ImportError:  # pragma: no cover
+    cv2 = None
 
 Layout = Literal["HWC", "CHW"]
 Channels = Literal["RGB", "RGBA", "BGR", "BGRA", "GRAY"]
@@ -207,6 +213,9 @@ def decode(
     NaN becomes 0 and +/-Inf is clamped, so one broken frame cannot poison temporal state.
     ``upload``: reusable pinned buffers for CPU frames bound for a CUDA device (the node keeps one).
     """
+    fast = _decode_cv(frame, fmt, device)
+    if fast is not None:
+        return fast
     t = as_tensor(frame)
     if t.device.type == "meta":
         raise InputError("frame has no data (a meta tensor)")
@@ -263,6 +272,9 @@ def encode(
     fmt = FrameFormat.parse(fmt)
     if rgb.dim() != 4 or rgb.shape[0] != 1 or rgb.shape[1] != 3:
         raise InputError(f"encode expects (1,3,H,W), got {tuple(rgb.shape)}")
+    fast = _encode_cv(rgb, fmt, alpha)
+    if fast is not None:
+        return fast
     x = rgb[0].float().clamp(0.0, 1.0)
     h, w = x.shape[-2:]
     order = fmt.channels
@@ -291,3 +303,102 @@ def encode(
     if fmt.batched:
         x = x.unsqueeze(0)
     return x.contiguous()
+
+
+# --- CPU fast paths (OpenCV): HWC uint8/float32 <-> planar float32, one pass per plane ---------------------
+
+_CV_DTYPES = {"uint8": np.uint8, "float32": np.float32}
+_CV_CHANNELS = ("RGB", "RGBA", "BGR", "BGRA")
+
+
+def _cv_frame(frame) -> np.ndarray | None:
+    """A CPU frame as a numpy array (no copy), or None when the fast path does not apply."""
+    if isinstance(frame, np.ndarray):
+        return frame
+    if isinstance(frame, torch.Tensor) and frame.device.type == "cpu" and not frame.requires_grad:
+        if frame.dtype in (torch.uint8, torch.float32):
+            return frame.numpy()
+    return None
+
+
+def _decode_cv(frame, fmt, device) -> tuple[torch.Tensor, torch.Tensor | None, FrameFormat] | None:
+    """HWC uint8/float32 RGB(A)/BGR(A) on the host, bound for the CPU: converted in OpenCV, one pass, into a
+    channels-last ``(1,3,H,W)`` tensor (the layout the OpenCV paths work in; no transpose). None when it
+    does not apply."""
+    if cv2 is None or (device is not None and torch.device(device).type != "cpu"):
+        return None
+    a = host = _cv_frame(frame)
+    if a is None or a.dtype not in (np.uint8, np.float32) or a.ndim not in (3, 4):
+        return None
+    try:
+        shape_only = SimpleNamespace(dtype=torch.uint8 if a.dtype == np.uint8 else torch.float32, shape=a.shape)
+        fmt = FrameFormat.parse(fmt) or infer_format(shape_only)
+    except InputError:
+        return None
+    if (
+        fmt.layout != "HWC" or fmt.channels not in _CV_CHANNELS or _CV_DTYPES.get(fmt.dtype) is not a.dtype.type
+        or (a.ndim == 4) != fmt.batched
+    ):
+        return None
+    if a.ndim == 4:
+        if a.shape[0] != 1:
+            return None
+        a = a[0]
+    h, w, c = a.shape
+    if c != fmt.n_channels or h < 1 or w < 1:
+        return None
+    a = cv2.flip(a, 0) if fmt.flipped else np.ascontiguousarray(a)
+    conv = {"RGB": None, "BGR": cv2.COLOR_BGR2RGB, "RGBA": cv2.COLOR_RGBA2RGB, "BGRA": cv2.COLOR_BGRA2RGB}[fmt.channels]
+    rgb = cv2.cvtColor(a, conv) if conv is not None else a
+    alpha = cv2.extractChannel(a, 3) if c == 4 else None
+    if a.dtype == np.uint8:
+        s = 1.0 / 255.0
+        rgb = cv2.multiply(rgb, (s, s, s, s), dtype=cv2.CV_32F)
+        alpha = cv2.multiply(alpha, s, dtype=cv2.CV_32F) if alpha is not None else None
+    else:  # NaN -> 0, clamp to [0, 1] (+Inf -> 1, -Inf -> 0); never in the host's own memory
+        rgb = rgb.copy() if np.shares_memory(rgb, host) else rgb
+        for x in (rgb, alpha) if alpha is not None else (rgb,):
+            flat = x.reshape(h, -1)
+            cv2.patchNaNs(flat, 0.0)
+            cv2.threshold(flat, 1.0, 1.0, cv2.THRESH_TRUNC, dst=flat)
+            cv2.threshold(flat, 0.0, 0.0, cv2.THRESH_TOZERO, dst=flat)
+    rgb_t = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
+    alpha_t = torch.from_numpy(alpha).view(1, 1, h, w) if alpha is not None else None
+    return rgb_t, alpha_t, fmt
+
+
+def _encode_cv(rgb: torch.Tensor, fmt: FrameFormat, alpha: torch.Tensor | None) -> torch.Tensor | None:
+    """CPU float32 ``(1,3,H,W)`` (channels-last or planar) -> HWC uint8/float32 RGB(A)/BGR(A): clamped, scaled
+    and interleaved in OpenCV (uint8: rounded to nearest, as the torch path). None when it does not apply."""
+    if (
+        cv2 is None or rgb.device.type != "cpu" or rgb.dtype != torch.float32 or rgb.requires_grad
+        or fmt.layout != "HWC" or fmt.channels not in _CV_CHANNELS or fmt.dtype not in _CV_DTYPES
+    ):
+        return None
+    h, w = rgb.shape[-2:]
+    hwc = rgb[0].permute(1, 2, 0)
+    if hwc.is_contiguous():
+        x = hwc.detach().numpy()
+        x = cv2.cvtColor(x, cv2.COLOR_RGB2BGR) if fmt.channels.startswith("BGR") else x
+    else:
+        planes = list(rgb[0].detach().contiguous().numpy())
+        x = cv2.merge(planes[::-1] if fmt.channels.startswith("BGR") else planes)
+    u8 = fmt.dtype == "uint8"
+    x = cv2.threshold(x, 0.0, 0.0, cv2.THRESH_TOZERO)[1]  # a new array: the frame itself is never written
+    x = cv2.convertScaleAbs(x, alpha=255.0) if u8 else cv2.threshold(x, 1.0, 1.0, cv2.THRESH_TRUNC, dst=x)[1]
+    if fmt.n_channels == 4:
+        if alpha is None:
+            a = np.full((h, w), 255 if u8 else 1.0, np.uint8 if u8 else np.float32)
+        else:
+            at = alpha.detach().to("cpu", torch.float32)
+            if at.shape[-2:] != (h, w):
+                at = F.interpolate(at.reshape(1, 1, *at.shape[-2:]), size=(h, w), mode="bilinear", align_corners=False)
+            a = cv2.threshold(np.ascontiguousarray(at.reshape(h, w).numpy()), 0.0, 0.0, cv2.THRESH_TOZERO)[1]
+            a = cv2.convertScaleAbs(a, alpha=255.0) if u8 else cv2.threshold(a, 1.0, 1.0, cv2.THRESH_TRUNC, dst=a)[1]
+        x = cv2.merge([x, a])
+    if x.ndim == 2:
+        x = x[..., None]
+    if fmt.flipped:
+        x = cv2.flip(x, 0)
+    t = torch.from_numpy(x)
+    return t.unsqueeze(0) if fmt.batched else t

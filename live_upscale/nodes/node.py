@@ -251,6 +251,8 @@ class UpscaleNode:
     def _process_locked(self, frames: torch.Tensor) -> torch.Tensor:
         engine = self.load()
         x = frames.to(self.device, torch.float32, non_blocking=True)
+        if not x.is_contiguous() and not getattr(engine, "channels_last_ok", False):
+            x = x.contiguous()  # CPU host frames decode channels-last; engines that may .view() get NCHW
         size = (int(x.shape[-2]), int(x.shape[-1]))
         if size != self._in_size:
             if self._in_size is not None:

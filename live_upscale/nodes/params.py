@@ -19,7 +19,7 @@ class UpscaleParams(BaseModel):
     are runtime knobs applied on the next cook.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # NaN/inf: "not finite"
 
     backend: str = Field("auto", description="Engine id ('auto' picks the best that can run here).")
     model: str | None = Field(None, description="Model name from the weights registry, or a path to a weights file.")

@@ -96,3 +96,60 @@ def area_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def thumbnails(x: torch.Tensor, side: int = 16) -> torch.Tensor:
     return F.adaptive_avg_pool2d(x, side)
+
+
+# --- the same Lucas-Kanade flow in OpenCV, for the CPU -------------------------------------------------
+
+try:
+    import cv2
+except ImportError:  # pragma: no cover - lk_flow above needs no OpenCV
+    cv2 = None
+
+
+def _half_cv(x):
+    return cv2.resize(x, ((x.shape[1] + 1) // 2, (x.shape[0] + 1) // 2), interpolation=cv2.INTER_AREA)
+
+
+def lk_flow_cv(cur, prev, levels: int = 4, iters: int = 3, win: int = 7, init=None):
+    """:func:`lk_flow` on ``(H, W)`` float32 numpy images, step for step in OpenCV (one ``remap`` per
+    iteration, box filters, element-wise ops; the windows near the border weigh replicated pixels instead
+    of leaving them out). Returns the backward flow ``cur -> prev`` as ``(H, W, 2)`` float32 pixels."""
+    import numpy as np
+
+    pyr_c, pyr_p = [cur], [prev]
+    while len(pyr_c) < levels and min(pyr_c[-1].shape[:2]) >= 16:
+        pyr_c.append(_half_cv(pyr_c[-1]))
+        pyr_p.append(_half_cv(pyr_p[-1]))
+    rep = cv2.BORDER_REPLICATE
+    kx = np.array([[-0.5, 0.0, 0.5]], np.float32)
+    flow = init
+    if init is not None:  # refine a given flow at full size only
+        pyr_c, pyr_p = [cur], [prev]
+    for c, p in zip(reversed(pyr_c), reversed(pyr_p)):
+        h, w = c.shape[:2]
+        if flow is None:
+            flow = np.zeros((h, w, 2), np.float32)
+        elif flow.shape[:2] != (h, w):
+            sy, sx = h / flow.shape[0], w / flow.shape[1]
+            flow = cv2.multiply(cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR), (sx, sy, 0.0, 0.0))
+        for _ in range(iters):
+            pw = cv2.remap(p, flow, None, cv2.INTER_LINEAR | cv2.WARP_RELATIVE_MAP, borderMode=rep)
+            avg = cv2.addWeighted(pw, 0.5, c, 0.5, 0.0)  # symmetric gradients converge faster
+            gx = cv2.filter2D(avg, -1, kx, borderType=rep)
+            gy = cv2.filter2D(avg, -1, kx.T, borderType=rep)
+            gt = cv2.subtract(pw, c)
+            box = lambda a: cv2.blur(a, (win, win), borderType=rep)  # noqa: E731
+            sxx = cv2.add(box(cv2.multiply(gx, gx)), 1e-4)
+            syy = cv2.add(box(cv2.multiply(gy, gy)), 1e-4)
+            sxy = box(cv2.multiply(gx, gy))
+            sxt = box(cv2.multiply(gx, gt))
+            syt = box(cv2.multiply(gy, gt))
+            det = cv2.subtract(cv2.multiply(sxx, syy), cv2.multiply(sxy, sxy))
+            du = cv2.divide(cv2.subtract(cv2.multiply(sxy, syt), cv2.multiply(syy, sxt)), det)
+            dv = cv2.divide(cv2.subtract(cv2.multiply(sxy, sxt), cv2.multiply(sxx, syt)), det)
+            for d in (du, dv):
+                cv2.min(d, 2.0, dst=d)
+                cv2.max(d, -2.0, dst=d)
+            # smoothing every update is what keeps per-pixel LK from wandering (aperture problem)
+            flow = cv2.blur(cv2.add(flow, cv2.merge([du, dv])), (5, 5), borderType=rep)
+    return flow

@@ -6,9 +6,23 @@ TOP Class, scriptTOP Class, CUDAMemory, CUDAMemoryShape, Par, Page).
   stored as TD does: interleaved HWC, bottom row first, BGRA for uint8 4-component data, RGBA else.
 - ``ScriptTOP.copyCUDAMemory(address, size, shape, stream=None)`` copies from a raw address into
   the TOP (only inside a cook, as in TD) and keeps the result as ``output`` (numpy, TD's layout).
+- The host-memory path (TD without CUDA): ``TOP.numpyArray()`` returns a new float32 ``(H, W, C)``
+  array in [0, 1], bottom row first, RGBA channel order whatever the texture's data type;
+  ``ScriptTOP.copyNumpyArray(array)`` takes a C-contiguous ``(H, W, 3 or 4)`` uint8, uint16 or
+  float32 array in that row and channel order (anything else raises, as TD does) and keeps a copy
+  as ``output``.
 - Parameters: ``appendCustomPage`` -> ``Page.appendMenu/appendFloat/appendStr/appendPulse/appendToggle``
   return lists of ``Par`` (TD returns a ParGroup; both index with ``[0]``); ``scriptOp.par.Name``.
 - ``addError``/``addWarning`` collect messages for the current cook.
+
+Behaviours of other TD builds, switched on per operator (the docs leave them open):
+
+- ``TOP(..., stream_arg=False)``: a ``cudaMemory()`` without the ``stream`` argument (Python's own
+  ``TypeError`` for an unexpected keyword);
+- ``ScriptTOP(..., stream_arg=False)``: the same for ``copyCUDAMemory``;
+- ``ScriptTOP(..., refuse_dtypes={np.float16, np.uint16})``: ``copyCUDAMemory`` refuses data types
+  other than the documented uint8 and float32 with ``tdError`` (``copyNumpyArray`` takes only uint8,
+  uint16 and float32, and the CUDA docs show only uint8 and float32).
 
 Memory lives where ``device`` says. On CPU (the tests) ``ptr`` is a host address, read back with
 ctypes, so pointer, size and layout are checked for real; on CUDA (the GPU benchmark) the copies
@@ -25,6 +39,10 @@ import numpy as np
 import torch
 
 _ids = itertools.count(1)
+
+
+class tdError(Exception):  # noqa: N801 - TD's own name
+    """What TD raises for a call it refuses."""
 
 
 class CUDAMemoryShape:
@@ -54,7 +72,8 @@ if hasattr(torch, "uint16"):
 class TOP:
     """An input TOP holding ``image``: numpy ``(H, W, C)`` in TD's layout (bottom row first)."""
 
-    def __init__(self, image: np.ndarray, device: str | torch.device = "cpu", name: str = "in1"):
+    def __init__(self, image: np.ndarray, device: str | torch.device = "cpu", name: str = "in1", stream_arg: bool = True):
+        self.stream_arg = stream_arg
         self.image = image
         self.device = torch.device(device)
         self.name = name
@@ -70,8 +89,11 @@ class TOP:
     def height(self) -> int:
         return int(self.image.shape[0])
 
-    def cudaMemory(self, stream=None) -> CUDAMemory:
+    def cudaMemory(self, *args, **kwargs) -> CUDAMemory:
         """A new buffer holding a copy of the texture (on CUDA: a device-to-device copy on ``stream``)."""
+        if not self.stream_arg and (args or kwargs):
+            raise TypeError(f"cudaMemory() got an unexpected keyword argument '{next(iter(kwargs), 'stream')}'")
+        stream = kwargs.get("stream", args[0] if args else None)
         self.streams.append(stream)
         img = self.image if self.image.ndim == 3 else self.image[..., None]
         if getattr(self, "_uploaded", (None, None))[0] is not self.image:
@@ -87,6 +109,21 @@ class TOP:
         shape.height, shape.width, shape.numComps = img.shape
         shape.dataType = img.dtype.type
         return CUDAMemory(t, shape)
+
+
+    def numpyArray(self, delayed: bool = False, writable: bool = False) -> np.ndarray:
+        """The texture downloaded to host memory: float32 in [0, 1], bottom row first, RGB(A) order."""
+        self.numpy_reads = getattr(self, "numpy_reads", 0) + 1
+        img = self.image if self.image.ndim == 3 else self.image[..., None]
+        if img.dtype == np.uint8:
+            x = img.astype(np.float32) / 255.0
+            if x.shape[-1] == 4:
+                x = x[..., [2, 1, 0, 3]]  # the stored BGRA texture, read back as RGBA
+        elif img.dtype == np.uint16:
+            x = img.astype(np.float32) / 65535.0
+        else:
+            x = img.astype(np.float32)
+        return np.ascontiguousarray(x)
 
 
 class Par:
@@ -150,7 +187,17 @@ class Page:
 
 
 class ScriptTOP:
-    def __init__(self, inputs: list[TOP] | None = None, name: str = "script1", out_device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        inputs: list[TOP] | None = None,
+        name: str = "script1",
+        out_device: str | torch.device = "cpu",
+        stream_arg: bool = True,
+        refuse_dtypes=(),
+    ):
+        self.stream_arg = stream_arg
+        self.refuse_dtypes = {np.dtype(d) for d in refuse_dtypes}
+        self.refused: list[np.dtype] = []
         self.id = next(_ids)
         self.name = name
         self.path = f"/project1/{name}"
@@ -181,10 +228,16 @@ class ScriptTOP:
             raise RuntimeError("addWarning is only valid during a cook")
         self.warnings.append(msg)
 
-    def copyCUDAMemory(self, address: int, size: int, shape: CUDAMemoryShape, stream=None) -> None:
+    def copyCUDAMemory(self, address: int, size: int, shape: CUDAMemoryShape, *args, **kwargs) -> None:
+        if not self.stream_arg and (args or kwargs):
+            raise TypeError(f"copyCUDAMemory() got an unexpected keyword argument '{next(iter(kwargs), 'stream')}'")
+        stream = kwargs.get("stream", args[0] if args else None)
         if not self._cooking:
             raise RuntimeError("copyCUDAMemory is only valid inside onCook")
         dt = np.dtype(shape.dataType)
+        if dt in self.refuse_dtypes:
+            self.refused.append(dt)
+            raise tdError(f"Unsupported CUDAMemoryShape dataType {dt}")
         want = shape.width * shape.height * shape.numComps * dt.itemsize
         if size != want:
             raise RuntimeError(f"size {size} does not match shape {shape.width}x{shape.height}x{shape.numComps} {dt}")
@@ -203,6 +256,18 @@ class ScriptTOP:
             raw = ctypes.string_at(address, size)
             self.output = np.frombuffer(raw, dtype=dt).reshape(shape.height, shape.width, shape.numComps).copy()
         self.copies.append({"size": size, "hwc": (shape.height, shape.width, shape.numComps), "dtype": dt, "stream": stream})
+
+    def copyNumpyArray(self, array) -> None:
+        if not self._cooking:
+            raise RuntimeError("copyNumpyArray is only valid inside onCook")
+        if not isinstance(array, np.ndarray) or array.ndim != 3 or array.shape[2] not in (3, 4):
+            raise TypeError(f"copyNumpyArray takes an (h, w, 3 or 4) numpy array, got {getattr(array, 'shape', type(array))}")
+        if array.dtype not in (np.uint8, np.uint16, np.float32):
+            raise TypeError(f"copyNumpyArray takes uint8, uint16 or float32, got {array.dtype}")
+        if not array.flags.c_contiguous:
+            raise TypeError("copyNumpyArray takes a C-contiguous array")
+        self.output = array.copy()
+        self.copies.append({"size": array.nbytes, "hwc": array.shape, "dtype": array.dtype, "stream": None, "numpy": True})
 
     def cook(self, callbacks) -> None:
         """TD's cook: clear the messages, call onCook."""

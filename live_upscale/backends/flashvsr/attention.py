@@ -208,11 +208,15 @@ def lcsa(
     block: int,
     local: torch.Tensor | None,
     topk: int,
+    on_mask=None,
 ) -> torch.Tensor:
-    """Self-attention over window-ordered ``(B, H, L, d)`` tensors with the chosen kernel."""
+    """Self-attention over window-ordered ``(B, H, L, d)`` tensors with the chosen kernel
+    (``on_mask``: called with the block mask, for tracing)."""
     if mode == "dense" or local is None:
         return dense_attention(q, k, v)
     mask = draft_block_mask(q, k, block, local, topk)
+    if on_mask is not None:
+        on_mask(mask)
     if mode == "flex":
         return flex_sparse_attention(q, k, v, mask, block)
     return masked_sdpa_attention(q, k, v, mask, block)

@@ -8,11 +8,18 @@
 - ``"tiny"``: a tiny random-weight model of the same structure (tests, CI, CPU; not an upscaler);
 
 settings: ``attention=auto|flex|sdpa|dense``, ``sparse_ratio=2.0`` (1.5 faster), ``local_range=11``
-(9 sharper), ``color_fix=wavelet|adain|none``, ``seed=0``, ``rebase_every=512``,
-``decoder_pass=2``, ``async=1`` (compute on a worker thread / CUDA stream: ``process`` never waits
-for the model), ``compile=1`` (``torch.compile`` the DiT blocks); e.g. ``--model "FlashVSR-v1.1,sparse_ratio=1.5"``. The same names are also
-read from ``EngineConfig.options`` (prefixed ``flashvsr_`` or not). ``quality=fast`` means
-``sparse_ratio=1.5`` unless given.
+(9 sharper), ``color_fix=adain|wavelet|none`` (adain: official v1.1), ``seed=0``,
+``rebase_every=512``, ``decoder_pass=2``, ``resize=bicubic|pil`` (pil: the official Pillow
+preparation on uint8), ``fit=pad|crop`` (crop: the official centre crop to 128-pixel multiples;
+the node then resizes that crop to the output size), ``noise_file=FILE`` (given noise: a
+safetensors file with ``noise`` ``(1, 16, T, h, w)`` for the clip, parity checks),
+``config=NAME|FILE.json``, ``allow_cpu=1`` (run a real checkpoint on CPU, slowly; also
+``LIVE_UPSCALE_FLASHVSR_CPU=1``), ``async=1`` (compute on a worker thread / CUDA stream:
+``process`` never waits for the model), ``compile=1`` (``torch.compile`` the DiT blocks); e.g.
+``--model "FlashVSR-v1.1,sparse_ratio=1.5"``. The same names are also read from
+``EngineConfig.options`` (prefixed ``flashvsr_`` or not). ``quality=fast`` means
+``sparse_ratio=1.5`` unless given. A weights folder holding a ``config.json`` in the parity-fixture
+format (``config.from_json``) is loaded with that config.
 
 Needs a CUDA GPU for the real model (bf16; fp32 with ``precision=fp32``); the tiny model runs
 anywhere. First output after 25 frames, then 8 frames per DiT call; ``flush()`` emits the rest.
@@ -21,6 +28,7 @@ anywhere. First output after 25 frames, then 8 frames per DiT call; ``flush()`` 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +41,7 @@ from ..base import Backend, Capabilities, Engine, EngineConfig, Probe, cuda_reas
 from ..registry import register
 from . import attention as A
 from . import loader
-from .config import CONFIGS, TINY, WAN_1_3B, FlashVSRConfig
+from .config import CONFIGS, TINY, WAN_1_3B, FlashVSRConfig, from_json
 from .model import FlashVSRModel, random_model
 from .stream import FlashVSRStream, StreamOptions
 from .worker import AsyncStream
@@ -42,6 +50,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = loader.MODEL_NAME
 TINY_NAMES = ("tiny", "flashvsr-tiny", "test")
+CPU_ENV = "LIVE_UPSCALE_FLASHVSR_CPU"
 MIN_GPU_GIB = 12  # 512^2 -> 1024^2 in bf16 needs roughly this much; below it the backend says no
 SETTINGS = {
     "attention": str,
@@ -52,6 +61,10 @@ SETTINGS = {
     "rebase_every": int,
     "decoder_pass": int,
     "config": str,
+    "resize": str,
+    "fit": str,
+    "noise_file": str,
+    "allow_cpu": lambda v: str(v).strip().lower() in ("1", "true", "yes", "on"),
     "async": lambda v: str(v).strip().lower() in ("1", "true", "yes", "on"),
     "compile": lambda v: str(v).strip().lower() in ("1", "true", "yes", "on"),
 }
@@ -66,10 +79,18 @@ class Spec:
 
     @property
     def config(self) -> FlashVSRConfig:
-        name = str(self.settings.get("config", "tiny" if self.source == "tiny" else "full")).lower()
-        if name not in CONFIGS:
-            raise InputError(f"flashvsr: unknown config {name!r}; known: {', '.join(CONFIGS)}")
-        return CONFIGS[name]
+        name = self.settings.get("config")
+        if name is None and self.folder is not None and (self.folder / "config.json").is_file():
+            name = str(self.folder / "config.json")
+        name = str(name or ("tiny" if self.source == "tiny" else "full"))
+        if name.lower().endswith(".json"):
+            try:
+                return from_json(Path(name).expanduser())
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise InputError(f"flashvsr: config {name}: {e}") from None
+        if name.lower() not in CONFIGS:
+            raise InputError(f"flashvsr: unknown config {name!r}; known: {', '.join(CONFIGS)} or a config.json")
+        return CONFIGS[name.lower()]
 
     def describe(self) -> str:
         if self.source == "folder":
@@ -138,11 +159,26 @@ def stream_options(spec: Spec, scale: float, quality: str | None) -> StreamOptio
         attention=s.get("attention", "auto"),
         sparse_ratio=ratio,
         local_range=s.get("local_range"),
-        color_fix=s.get("color_fix", "wavelet"),
+        color_fix=s.get("color_fix", "adain"),
         seed=s.get("seed", 0),
         rebase_every=s.get("rebase_every", 512),
         decoder_latents_per_pass=s.get("decoder_pass", 2),
+        resize=s.get("resize", "bicubic"),
+        fit=s.get("fit", "pad"),
     )
+
+
+def read_noise(path: str | Path) -> torch.Tensor:
+    """A given-noise file: safetensors with ``noise`` ``(1, 16, T, h, w)`` (or its only tensor)."""
+    sd = loader.read_tensors(Path(path).expanduser())
+    t = sd.get("noise", next(iter(sd.values())) if len(sd) == 1 else None)
+    if not torch.is_tensor(t) or t.dim() != 5:
+        raise InputError(f"flashvsr: {path}: expected a tensor 'noise' of shape (1, 16, T, h, w)")
+    return t.float()
+
+
+def _cpu_allowed(spec: "Spec") -> bool:
+    return bool(spec.settings.get("allow_cpu")) or os.environ.get(CPU_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -157,6 +193,8 @@ class FlashVSREngine(Engine):
         self.spec = spec
         self.model = model
         opts = stream_options(spec, config.scale, config.options.get("quality"))
+        if spec.settings.get("noise_file"):
+            opts.noise = read_noise(spec.settings["noise_file"])
         self.stream = FlashVSRStream(model, opts)
         if spec.settings.get("compile"):
             model.dit.compile_blocks()
@@ -170,7 +208,7 @@ class FlashVSREngine(Engine):
             delay=cfg.first_frames_in - 1,
             chunk=cfg.step_frames,
             needs_weights=spec.source != "tiny",
-            devices=("cpu", "cuda") if spec.source == "tiny" else ("cuda",),
+            devices=("cpu", "cuda") if spec.source == "tiny" or config.device.type == "cpu" else ("cuda",),
             dtypes=(self.stream.dtype,),
             notes=(
                 f"first output after {cfg.first_frames_in} frames, then {cfg.step_frames} per call; "
@@ -191,6 +229,12 @@ class FlashVSREngine(Engine):
             self.runner.reset()
         else:
             self.stream.reset()
+
+    def set_noise(self, noise: torch.Tensor | None) -> None:
+        """Given noise from the next stream start on: ``(1, 16, T, h, w)`` for the clip (sliced
+        latent frame by latent frame), a callable ``(first_latent, shape) -> noise``, or None
+        (the seeded generator). Applies to the stream as it is now when nothing has run yet."""
+        self.stream.opts.noise = noise
 
     def set_options(self, **options: Any) -> None:
         """Runtime knobs: ``color_fix``, ``sparse_ratio``, ``local_range`` (others ignored)."""
@@ -255,9 +299,10 @@ class FlashVSRBackend(Backend):
             return Probe(False, str(e).removeprefix("flashvsr: "))
         if spec.source == "tiny":
             return Probe(True, "tiny random-weight test model (exercises the pipeline; not an upscaler)")
-        if why := cuda_reason(device):
+        on_cpu = device.type == "cpu" and _cpu_allowed(spec)
+        if not on_cpu and (why := cuda_reason(device)):
             return Probe(False, why)
-        if why := _gpu_memory_reason(device):
+        if not on_cpu and (why := _gpu_memory_reason(device)):
             return Probe(False, why)
         note = "" if A.flex_available() else " (torch without FlexAttention: masked-SDPA attention, slower)"
         if spec.source == "folder":
@@ -282,9 +327,14 @@ class FlashVSRBackend(Backend):
             cfg = spec.config if spec.settings.get("config") else TINY
             model = random_model(cfg, seed=int(spec.settings.get("seed", 0)), device=device, dtype=dtype)
             return FlashVSREngine(config, model, spec)
-        if why := cuda_reason(device):
-            raise BackendUnavailable(f"flashvsr {why}; on CPU only the test model runs (model='tiny')")
-        cfg = spec.config if spec.settings.get("config") else WAN_1_3B
+        if not (device.type == "cpu" and _cpu_allowed(spec)) and (why := cuda_reason(device)):
+            raise BackendUnavailable(
+                f"flashvsr {why}; on CPU only the test model runs (model='tiny'), or set {CPU_ENV}=1 (very slow)"
+            )
+        try:
+            cfg = spec.config if spec.settings.get("config") or spec.folder is not None else WAN_1_3B
+        except InputError as e:
+            raise BackendUnavailable(str(e)) from None
         paths = loader.resolve_parts(spec.folder, download=bool(config.options.get("download", True)))
         model = loader.load_official(paths, cfg, device=device, dtype=dtype)
         return FlashVSREngine(config, model, spec)

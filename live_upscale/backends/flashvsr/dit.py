@@ -20,6 +20,8 @@ What differs from a plain Wan forward:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import math
 from dataclasses import dataclass, field
 
@@ -242,7 +244,8 @@ class DiTBlock(nn.Module):
         keep = ctx.keep_tokens
         cache.k[layer] = k[:, :, -keep:] if k.shape[2] > keep else k
         cache.v[layer] = v[:, :, -keep:] if v.shape[2] > keep else v
-        out = A.lcsa(q, k, v, mode=ctx.mode, block=ctx.block, local=ctx.local, topk=ctx.topk)
+        on_mask = None if ctx.on_mask is None else (lambda m: ctx.on_mask(layer, m))
+        out = A.lcsa(q, k, v, mode=ctx.mode, block=ctx.block, local=ctx.local, topk=ctx.topk, on_mask=on_mask)
         return attn_out(self, x, out, ctx.grid, ctx.window)
 
 
@@ -280,6 +283,7 @@ class StepContext:
     mode: str  # attention kernel: flex | sdpa | dense
     local: torch.Tensor | None
     topk: int
+    on_mask: Callable[[int, torch.Tensor], None] | None = None  # (layer, block mask): tracing only
 
 
 class WanDiT(nn.Module):
@@ -368,10 +372,12 @@ class WanDiT(nn.Module):
         mode: str = "sdpa",
         local_range: int = 11,
         sparse_ratio: float = 2.0,
+        on_mask: Callable[[int, torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
         """One streaming step: ``noise`` ``(B, 16, f, H/8, W/8)`` -> the model's prediction (same shape).
 
         Updates ``cache`` (K/V of the last ``kv_slices`` window slices, temporal position counter).
+        ``on_mask(layer, mask)`` (tracing) receives every block's sparse-attention block mask.
         """
         if not self.prepared:
             raise RuntimeError("WanDiT.prepare(context) must run before forward_step")
@@ -379,6 +385,7 @@ class WanDiT(nn.Module):
         if lq_tokens is not None:
             x = x + lq_tokens.to(x.dtype)
         ctx = self.step_context(grid, cache, mode, local_range, sparse_ratio, x.device)
+        ctx.on_mask = on_mask
         for i, blk in enumerate(self.blocks):
             x = blk(x, ctx, i, cache, self._fns)
         cache.t_next += grid[0]

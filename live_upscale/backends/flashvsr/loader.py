@@ -11,13 +11,20 @@ Files (Hugging Face ``JunhaoZhuang/FlashVSR-v1.1``, the prompt from the code rep
 
 Every file is read without executing code (safetensors, or ``torch.load(weights_only=True)``).
 Keys are matched after stripping wrapper prefixes (``model.diffusion_model.``, ``module.``,
-``LQ_proj_in.``, ...); anything missing, unexpected or of the wrong shape is one clear
-``WeightsError``. The model is built on the meta device and the tensors are assigned in the
+``LQ_proj_in.``, ...); for the DiT and the LQ projection anything missing, unexpected or of the
+wrong shape is one clear ``WeightsError``. ``TCDecoder.ckpt`` is loaded as tolerantly as the
+official loader (``strict=False``): extra keys are noted in one log line, missing identity-
+initialised "deepening" convolutions keep their identity (the official initialisation), and any
+other missing tensor or a wrong shape is one clear error. The DiT may also come as the fp16
+variant (``..._streaming_dmd.fp16.safetensors``) or sharded (``....safetensors.index.json`` +
+shards). The model is built on the meta device and the tensors are assigned in the
 compute dtype (the 5.7 GB fp32 DiT never sits in host memory twice).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +34,8 @@ from ... import weights
 from ...errors import WeightsError, WeightsMissing, one_line
 from .config import FlashVSRConfig
 from .model import FlashVSRModel
+
+log = logging.getLogger(__name__)
 
 REPO = "JunhaoZhuang/FlashVSR-v1.1"
 MODEL_NAME = "FlashVSR-v1.1"
@@ -68,11 +77,19 @@ def fetch_hint(names: list[str]) -> str:
     return " && ".join(f"live-upscale models fetch {n}" for n in names)
 
 
+def _variants(filename: str) -> tuple[str, ...]:
+    """``x.safetensors`` -> itself, its sharded index, the fp16 variant and its index."""
+    if not filename.endswith(".safetensors"):
+        return (filename,)
+    fp16 = filename[: -len(".safetensors")] + ".fp16.safetensors"
+    return (filename, filename + ".index.json", fp16, fp16 + ".index.json")
+
+
 def find_in_folder(folder: Path) -> tuple[dict[str, Path], list[str]]:
     """The official files inside ``folder`` (plus accepted alternative names); the missing file names."""
     found, missing = {}, []
     for p in PARTS:
-        for fn in (p.filename, *p.alternatives):
+        for fn in (*_variants(p.filename), *p.alternatives):
             if (folder / fn).is_file():
                 found[p.key] = folder / fn
                 break
@@ -103,6 +120,15 @@ def resolve_parts(folder: str | Path | None = None, download: bool = True) -> di
 def read_tensors(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> dict:
     """A weights file -> ``{key: tensor}`` (cast to ``dtype`` tensor by tensor), without executing code."""
     p = Path(path)
+    if p.name.endswith(".index.json"):  # sharded: every shard the index names, merged
+        try:
+            shards = sorted(set(json.loads(p.read_text())["weight_map"].values()))
+        except Exception as e:  # noqa: BLE001
+            raise WeightsError(f"{p}: unreadable shard index: {one_line(e)}") from None
+        out: dict = {}
+        for name in shards:
+            out.update(read_tensors(p.parent / name, device, dtype))
+        return out
     if p.suffix.lower() == ".safetensors":
         if not p.is_file():
             raise WeightsMissing(f"weights file not found: {p}")
@@ -218,6 +244,37 @@ def check_and_assign(module: torch.nn.Module, sd: dict, what: str, source: str) 
     module.load_state_dict(sd, strict=True, assign=True)
 
 
+def assign_decoder(module: torch.nn.Module, sd: dict, source: str) -> None:
+    """The TC decoder, as tolerant as the official ``load_state_dict(strict=False)``: extra keys
+    are logged once; missing identity "deepening" convs keep their identity initialisation; any
+    other missing tensor, or a tensor of another shape, is one clear error."""
+    from .tcdecoder import IdentityConv2d
+
+    expected = module.state_dict()
+    identity = {f"{n}.weight" for n, m in module.named_modules() if isinstance(m, IdentityConv2d)}
+    missing = [k for k in expected if k not in sd]
+    essential = [k for k in missing if k not in identity]
+    unexpected = [k for k in sd if k not in expected]
+    wrong = [f"{k} {tuple(sd[k].shape)} != {tuple(expected[k].shape)}" for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k].shape)]
+    if essential or wrong:
+        parts = [f"{len(essential)} missing (e.g. {', '.join(essential[:3])})"] if essential else []
+        if wrong:
+            parts.append(f"{len(wrong)} of another shape (e.g. {'; '.join(wrong[:2])})")
+        raise WeightsError(f"{source}: not a FlashVSR v1.1 TC decoder checkpoint for this config: {'; '.join(parts)}")
+    if unexpected or missing:
+        log.info(
+            "flashvsr: %s: %d extra key(s) ignored%s; %d identity conv(s) not in the file keep their identity",
+            source, len(unexpected), f" (e.g. {', '.join(unexpected[:3])})" if unexpected else "", len(missing),
+        )
+    sd = {k: v for k, v in sd.items() if k in expected}
+    ref = next(iter(sd.values()))
+    for k in missing:  # 3x3 identity (dirac) weights, as IdentityConv2d initialises them
+        w = torch.zeros(expected[k].shape, dtype=ref.dtype, device=ref.device)
+        torch.nn.init.dirac_(w)
+        sd[k] = w
+    module.load_state_dict(sd, strict=True, assign=True)
+
+
 def _materialize_buffers(module: torch.nn.Module, device) -> None:
     for m in module.modules():
         for name, buf in list(m._buffers.items()):
@@ -242,7 +299,7 @@ def load_official(
     lq_sd = map_lq_keys(read_tensors(lq_path, device, dtype)) if lq_path else lq_bundled
     check_and_assign(model.lq_proj, lq_sd, "LQ projection", str(lq_path or paths["dit"]))
     dec_sd = map_decoder_keys(read_tensors(paths["decoder"], device, dtype), model.decoder.state_dict())
-    check_and_assign(model.decoder, dec_sd, "TC decoder", str(paths["decoder"]))
+    assign_decoder(model.decoder, dec_sd, str(paths["decoder"]))
     prompt = read_prompt(paths["prompt"], cfg)
     _materialize_buffers(model, device)
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)

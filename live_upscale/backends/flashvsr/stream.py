@@ -10,15 +10,28 @@ by 4 frames plus the chunk wait. ``finish()`` repeats the last frame until the p
 be decoded and emits exactly the frames that came in (the official scripts drop the tail unless
 N = 8n-3). Memory is bounded: the LR buffer holds at most ~33 frames, the KV cache 3 window slices.
 
-Sizes: frames are bicubic-upscaled by ``scale`` to ``round(H*s) x round(W*s)``, replicate-padded
-to multiples of 128 (one attention block), and cropped back after decoding.
+Sizes: frames are bicubic-upscaled by ``scale`` to ``round(H*s) x round(W*s)`` (``resize='bicubic'``:
+torch, in float; ``'pil'``: the official preparation, Pillow bicubic on uint8), replicate-padded to
+multiples of 128 (one attention block) and cropped back after decoding (``fit='pad'``); or, as
+the official script, centre-cropped to multiples of 128 (``fit='crop'``: the output is that crop).
+
+Given noise and tracing (parity checks, no monkeypatching): ``StreamOptions.noise`` is a tensor
+``(1, 16, T, h, w)`` for the whole clip, consumed latent frame by latent frame as the official
+pipeline slices its one per-clip tensor (or a callable ``(first_latent, shape) -> noise``);
+given noise that runs out (a flushed tail past the clip it was drawn for) continues from the
+seeded generator. ``FlashVSRStream.trace`` (a callable ``(name, tensor)``) receives
+``lq_frames`` (each preprocessed batch, [-1, 1]), ``lq_tokens_call{c}``,
+``dit_pred_call{c}``, ``mask_call{c}_layer{l}``, ``decoder_call{c}`` (raw decoder frames) and
+``colorfix_call{c}`` (frames after the colour fix, [-1, 1]) of every DiT call ``c``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,18 +51,39 @@ class StreamOptions:
     attention: str = "auto"  # auto | flex | sdpa | dense
     sparse_ratio: float | None = None  # None: the config's (2.0)
     local_range: int | None = None  # None: the config's (11)
-    color_fix: str = "wavelet"  # wavelet | adain | none
+    color_fix: str = "adain"  # adain (official v1.1) | wavelet | none
     seed: int = 0
     rebase_every: int = 512  # latent frames between RoPE rebases (0: every step)
     decoder_latents_per_pass: int = 2  # decoder peak-memory knob (exact for any value)
+    resize: str = "bicubic"  # bicubic (torch, float) | pil (official: Pillow bicubic on uint8)
+    fit: str = "pad"  # pad (to 128 multiples, cropped back) | crop (official: centre crop to 128 multiples)
+    noise: Any = None  # given noise: (1, 16, T, h, w) for the clip, or callable (first_latent, shape) -> noise
 
     def validate(self) -> None:
+        if self.resize not in RESIZES:
+            raise ValueError(f"unknown resize {self.resize!r}; choose one of {', '.join(RESIZES)}")
+        if self.fit not in FITS:
+            raise ValueError(f"unknown fit {self.fit!r}; choose one of {', '.join(FITS)}")
         if self.color_fix not in COLOR_METHODS:
             raise ValueError(f"unknown colour fix {self.color_fix!r}; choose one of {', '.join(COLOR_METHODS)}")
         if self.attention.lower() not in A.MODES:
             raise ValueError(f"unknown attention {self.attention!r}; choose one of {', '.join(A.MODES)}")
         if not 1.0 <= self.scale <= 8.0:
             raise ValueError(f"scale {self.scale} out of range 1..8")
+
+
+RESIZES = ("bicubic", "pil")
+FITS = ("pad", "crop")
+
+
+def pil_bicubic(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The official preparation: ``(N, 3, h, w)`` [0, 1] -> uint8 -> Pillow ``BICUBIC`` to ``size`` -> [0, 1]."""
+    import numpy as np
+    from PIL import Image
+
+    u8 = (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    out = [np.asarray(Image.fromarray(f).resize((size[1], size[0]), Image.BICUBIC), np.uint8) for f in u8]
+    return torch.from_numpy(np.stack(out)).to(frames.device).permute(0, 3, 1, 2).float() / 255.0
 
 
 def _out_size(h: int, w: int, scale: float) -> tuple[int, int]:
@@ -70,6 +104,7 @@ class FlashVSRStream:
         self.sparse_ratio = self.opts.sparse_ratio if self.opts.sparse_ratio is not None else self.cfg.sparse_ratio
         self.local_range = self.opts.local_range if self.opts.local_range is not None else self.cfg.local_range
         self.cache = KVCache(self.cfg.num_layers)
+        self.trace: Callable[[str, torch.Tensor], None] | None = None
         self.reset()
 
     # --- state ------------------------------------------------------------------------------------
@@ -119,18 +154,53 @@ class FlashVSRStream:
     def _geometry(self, h: int, w: int) -> None:
         m = self.cfg.pad_multiple
         self.in_size = (h, w)
-        self.out_size = _out_size(h, w, self.opts.scale)
-        H, W = self.out_size
+        self.scaled = _out_size(h, w, self.opts.scale)  # the bicubic-upscaled frame
+        H, W = self.scaled
+        self.crop = (0, 0)
+        if self.opts.fit == "crop":
+            tH, tW = (H // m) * m, (W // m) * m
+            if not tH or not tW:
+                raise ValueError(f"fit=crop: the upscaled frame {W}x{H} is smaller than one {m}x{m} attention block")
+            self.crop = ((H - tH) // 2, (W - tW) // 2)
+            H, W = tH, tW
+        self.out_size = (H, W)
         self.padded = (math.ceil(H / m) * m, math.ceil(W / m) * m)
 
     def _preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         x = frames.to(self.device, torch.float32)
-        x = F.interpolate(x, size=self.out_size, mode="bicubic", align_corners=False).clamp_(0.0, 1.0)
+        if self.opts.resize == "pil":
+            x = pil_bicubic(x, self.scaled)
+        else:
+            x = F.interpolate(x, size=self.scaled, mode="bicubic", align_corners=False).clamp_(0.0, 1.0)
         H, W = self.out_size
+        t, left = self.crop
+        if (H, W) != self.scaled:
+            x = x[..., t : t + H, left : left + W]
         Hp, Wp = self.padded
         if (Hp, Wp) != (H, W):
             x = F.pad(x, (0, Wp - W, 0, Hp - H), mode="replicate")
-        return (x * 2.0 - 1.0).to(self.dtype)
+        x = (x * 2.0 - 1.0).to(self.dtype)
+        if self.trace:
+            self.trace("lq_frames", x)
+        return x
+
+    def _noise(self, first: int, shape: tuple) -> torch.Tensor:
+        given = self.opts.noise
+        if given is None:
+            return torch.randn(shape, generator=self._gen, device=self.device, dtype=torch.float32)
+        if callable(given):
+            z = given(first, shape)
+        else:
+            if first + shape[2] > given.shape[2]:
+                if first < given.shape[2]:
+                    raise ValueError(f"given noise ends at latent {given.shape[2]}, inside the call for latents {first}..")
+                log.info("flashvsr: given noise covers %d latent frames; latents %d.. come from the generator", given.shape[2], first)
+                return torch.randn(shape, generator=self._gen, device=self.device, dtype=torch.float32)
+            z = given[:, :, first : first + shape[2]]
+        z = torch.as_tensor(z).to(self.device, torch.float32)
+        if tuple(z.shape) != tuple(shape):
+            raise ValueError(f"given noise for latents {first}.. is {tuple(z.shape)}, the model needs {tuple(shape)}")
+        return z
 
     # --- the step ---------------------------------------------------------------------------------
 
@@ -149,10 +219,13 @@ class FlashVSRStream:
         lq_a = 0 if s == 0 else fpl * lat0 + 1
         lq_b = fpl * lat1 + 1
         out_a, out_b = self.frames_out, self._outputs_after(s)
+        trace = self.trace
         tokens = self.model.lq_proj.forward_stream(self._window(lq_a, lq_b))
+        if trace and tokens:
+            trace(f"lq_tokens_call{s}", tokens[0])
         Hp, Wp = self.padded
         shape = (1, c.in_dim, f, Hp // c.vae_stride, Wp // c.vae_stride)
-        noise = torch.randn(shape, generator=self._gen, device=self.device, dtype=torch.float32).to(self.dtype)
+        noise = self._noise(lat0, shape).to(self.dtype)
         pred = self.model.dit.forward_step(
             noise,
             tokens[0] if tokens else None,
@@ -160,16 +233,24 @@ class FlashVSRStream:
             mode=self.mode,
             local_range=self.local_range,
             sparse_ratio=self.sparse_ratio,
+            on_mask=(lambda layer, m: trace(f"mask_call{s}_layer{layer}", m[0])) if trace else None,
         )
+        if trace:
+            trace(f"dit_pred_call{s}", pred)
         latents = noise - pred
         cond = self._window(out_a, out_b)  # LQ frames of exactly the frames this step decodes
         y = self.model.decoder.decode(latents, cond, self.opts.decoder_latents_per_pass)[0]  # (F, 3, Hp, Wp)
+        if trace:
+            trace(f"decoder_call{s}", y)
         lq = cond[0].transpose(0, 1)
         H, W = self.out_size
         parts = []
         for a in range(0, y.shape[0], 8):  # fp32 colour fix in slices of 8 frames (bounded memory)
-            fixed = color_fix(y[a : a + 8].float() * 2.0 - 1.0, lq[a : a + 8].float(), self.opts.color_fix)
-            parts.append(fixed[:, :, :H, :W].add_(1.0).mul_(0.5).clamp_(0.0, 1.0))
+            # on the real picture only: the padding must not enter the colour statistics
+            fixed = color_fix(y[a : a + 8, :, :H, :W].float() * 2.0 - 1.0, lq[a : a + 8, :, :H, :W].float(), self.opts.color_fix)
+            if trace:
+                trace(f"colorfix_call{s}", fixed)
+            parts.append(fixed.add_(1.0).mul_(0.5).clamp_(0.0, 1.0))
         y = torch.cat(parts) if len(parts) > 1 else parts[0]
         self.steps += 1
         self.frames_out = out_b

@@ -9,12 +9,18 @@ own stream; inputs and outputs are handed over with events (no device-wide sync)
 ``record_stream`` keeps the caching allocator from reusing their memory too early.
 
 A failure on the worker is re-raised on the next call (one line), after which the stream is reset.
+
+Lifetime follows the owner: the worker thread holds only a weak reference to its ``AsyncStream``
+(a strong one just while a job runs), so a host that drops the engine without calling ``close()``
+(Daydream Scope unloads a pipeline by dropping its reference and running ``gc``) frees the model;
+``weakref.finalize`` then stops the thread. ``close()`` does the same at once.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections import deque
 
 import torch
@@ -34,35 +40,35 @@ class AsyncStream:
         self._pending = 0  # jobs queued or running
         self._error: BaseException | None = None
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="flashvsr-worker", daemon=True)
+        # the thread gets the job queue and a weak reference, never ``self``: see the module docstring
+        self._thread = threading.Thread(
+            target=_worker_loop, args=(self._jobs, weakref.ref(self)), name="flashvsr-worker", daemon=True
+        )
         self._thread.start()
+        self._finalizer = weakref.finalize(self, _stop_worker, self._jobs, self._thread)
+        self._finalizer.atexit = False  # at interpreter exit the daemon thread just ends
 
     # --- worker side ------------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        with torch.inference_mode():
-            while True:
-                job = self._jobs.get()
-                if job is None:
-                    return
-                kind, frames, ev = job
-                try:
-                    if self.cuda:
-                        with torch.cuda.stream(self._side):
-                            out = self._do(kind, frames, ev)
-                    else:
-                        out = self._do(kind, frames, ev)
-                    with self._cv:
-                        for y in out:
-                            self._ready.append(y)
-                except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
-                    self.stream.reset()
-                    with self._cv:
-                        self._error = e
-                finally:
-                    with self._cv:
-                        self._pending -= 1
-                        self._cv.notify_all()
+    def _run_job(self, job) -> None:
+        kind, frames, ev = job
+        try:
+            if self.cuda:
+                with torch.cuda.stream(self._side):
+                    out = self._do(kind, frames, ev)
+            else:
+                out = self._do(kind, frames, ev)
+            with self._cv:
+                for y in out:
+                    self._ready.append(y)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            self.stream.reset()
+            with self._cv:
+                self._error = e
+        finally:
+            with self._cv:
+                self._pending -= 1
+                self._cv.notify_all()
 
     def _do(self, kind: str, frames, ev) -> list:
         if kind == "reset":
@@ -152,5 +158,27 @@ class AsyncStream:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._jobs.put(None)
-            self._thread.join(timeout=60)
+            self._finalizer()  # stops the worker (and joins it, unless called from the worker itself)
+
+
+def _worker_loop(jobs: queue.Queue, ref: "weakref.ReferenceType[AsyncStream]") -> None:
+    """The worker thread: waits for jobs holding no reference to the owner, runs each with a strong one."""
+    with torch.inference_mode():
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            owner = ref()
+            if owner is None:  # the owner was collected with jobs still queued
+                return
+            try:
+                owner._run_job(job)
+            finally:
+                owner = job = None  # idle again: nothing of ours keeps the model (or a frame) alive
+
+
+def _stop_worker(jobs: queue.Queue, thread: threading.Thread) -> None:
+    """``weakref.finalize`` callback (and ``close``): end the worker; must not reference the owner."""
+    jobs.put(None)
+    if thread is not threading.current_thread():
+        thread.join(timeout=60)

@@ -11,11 +11,15 @@ Model (``model=``): the registered name ``stream-diffvsr`` (a snapshot of the Hu
 ``live-upscale models fetch stream-diffvsr``), a folder in that layout (or its
 ``model_index.json``), or ``random:tiny`` / ``random:full`` (random weights for tests/benchmarks).
 
-Options (``EngineConfig.options``): ``flow`` (auto|raft|lk|none), ``flow_scale`` (flow resolution
-relative to the LR frame, default 1), ``raft_weights`` (path), ``raft_iters`` (12), ``steps`` (4),
-``seed`` (0), ``controlnet_scale`` (1.0, also at runtime), ``prompt_embeds`` (a precomputed
-empty-prompt embedding file), ``allow_cpu``, ``compile``. ``quality`` picks the flow when ``flow``
-is not given: fast = lk, balanced = auto, high = auto at twice the LR resolution.
+Options (``EngineConfig.options``): ``flow`` (auto|raft|lk|none), ``flow_at`` (auto|hr|lr: the
+grid the flow is estimated on; auto = HR for RAFT, as upstream, LR for Lucas-Kanade),
+``flow_scale`` (LR flow resolution relative to the LR frame, default 1), ``raft_weights`` (path),
+``raft_iters`` (12), ``steps`` (4), ``seed`` (0), ``controlnet_scale`` (1.0, also at runtime),
+``prompt_embeds`` (a precomputed empty-prompt embedding file), ``pad_to`` (0 = native size as
+upstream; N pads the LR frame to a multiple of N), ``noise_file`` / ``flow_file`` (given latents /
+HR flow, safetensors with a ``noise`` / ``flow`` tensor: parity checks), ``allow_cpu``,
+``compile``. ``quality`` picks the flow when ``flow`` is not given: fast = lk, balanced = auto,
+high = auto (LK at twice the LR resolution).
 
 Needs the ``stream-diffvsr`` extra (diffusers; transformers once, to compute the empty-prompt
 embedding) and a CUDA GPU; CPU runs only for ``random:tiny``, with ``allow_cpu`` or with
@@ -154,11 +158,14 @@ class StreamDiffVSRBackend(Backend):
         try:
             flow = make_flow(
                 opts.get("flow", kind), config.device, float(opts.get("flow_scale", fscale)),
-                opts.get("raft_weights"), int(opts.get("raft_iters", 12)),
+                opts.get("raft_weights"), int(opts.get("raft_iters", 12)), str(opts.get("flow_at", "auto")),
             )
         except ValueError as e:
             raise WeightsError(f"stream_diffvsr: {e}") from None
-        return StreamDiffVSREngine(config, comps, flow)
+        try:
+            return StreamDiffVSREngine(config, comps, flow)
+        except ValueError as e:  # a bad given noise/flow file or scheduler config: one line
+            raise WeightsError(f"stream_diffvsr: {e}") from None
 
 
 __all__ = ["StreamDiffVSRBackend", "DEFAULT_MODEL"]

@@ -7,6 +7,13 @@ Official layout (``Jamichsu/Stream-DiffVSR``)::
     controlnet/  config.json  diffusion_pytorch_model.safetensors   (ControlNetModel)
     vae/         config.json  diffusion_pytorch_model.safetensors   (TemporalAutoencoderTiny keys)
     scheduler/   scheduler_config.json                              (DDIMScheduler)
+
+Weights may also come as diffusers' fp16 variant (``diffusion_pytorch_model.fp16.safetensors``)
+or sharded (``diffusion_pytorch_model.safetensors.index.json`` + shards); the UNet and ControlNet
+are read by diffusers' ``from_pretrained`` (with ``variant`` when only the fp16 files are there),
+the VAE shard by shard with safetensors. The scheduler is ``DDIMScheduler.from_pretrained`` of
+``scheduler/``, exactly as upstream's ``inference.py`` loads it (diffusers' defaults for any key
+the file lacks: a file without ``timestep_spacing`` gets ``leading``).
     text_encoder/ config.json model.safetensors                     (CLIPTextModel)
     tokenizer/   vocab.json merges.txt ...                          (CLIPTokenizer)
 
@@ -40,6 +47,7 @@ log = logging.getLogger(__name__)
 
 REQUIRED = ("unet", "controlnet", "vae")
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+VARIANTS = (None, "fp16")  # diffusers' file-name variants, plain first
 PROMPT_FILE = "prompt_embeds.safetensors"
 PROMPT_KEY = "prompt_embeds"
 
@@ -68,13 +76,44 @@ def find_root(path: str | os.PathLike) -> Path | None:
     return None
 
 
+def _variant_name(name: str, variant: str | None) -> str:
+    stem, ext = name.rsplit(".", 1)
+    return f"{stem}.{variant}.{ext}" if variant else name
+
+
+def weight_files(d: Path) -> tuple[str | None, list[Path]] | None:
+    """``(variant, files)`` of the weights in ``d`` (one file, or the shards an index names), or None.
+
+    Order: plain safetensors, plain .bin, then the fp16 variant; each single-file or sharded."""
+    for variant in VARIANTS:
+        for name in WEIGHT_NAMES:
+            single = d / _variant_name(name, variant)
+            if single.is_file():
+                return variant, [single]
+            index = d / (single.name + ".index.json")
+            if index.is_file():
+                weight_map = _read_json(index).get("weight_map") or {}
+                shards = sorted({d / f for f in weight_map.values()})
+                if not shards:
+                    raise WeightsError(f"{index}: no weight_map")
+                return variant, shards
+    return None
+
+
 def layout_problem(root: Path) -> str | None:
     """What is missing from an official-layout folder, or None."""
     for d in REQUIRED:
         if not (root / d / "config.json").is_file():
             return f"{root}: no {d}/config.json (expected the Hugging Face layout of Jamichsu/Stream-DiffVSR)"
-        if not any((root / d / n).is_file() for n in WEIGHT_NAMES):
-            return f"{root}: no weights in {d}/ (expected {WEIGHT_NAMES[0]})"
+        try:
+            found = weight_files(root / d)
+        except WeightsError as e:
+            return str(e)
+        if found is None:
+            return f"{root}: no weights in {d}/ (expected {WEIGHT_NAMES[0]}, its fp16 variant, or shards with an index)"
+        missing = [f.name for f in found[1] if not f.is_file()]
+        if missing:
+            return f"{root / d}: shard(s) {', '.join(missing[:3])} listed in the index are missing"
     return None
 
 
@@ -85,11 +124,14 @@ def _read_json(p: Path) -> dict:
         raise WeightsError(f"{p}: unreadable config ({one_line(e)})") from None
 
 
-def _weights_file(d: Path) -> Path:
-    for n in WEIGHT_NAMES:
-        if (d / n).is_file():
-            return d / n
-    raise WeightsMissing(f"no weights in {d} (expected {WEIGHT_NAMES[0]})")
+def _read_weights(d: Path) -> dict:
+    found = weight_files(d)
+    if found is None:
+        raise WeightsMissing(f"no weights in {d} (expected {WEIGHT_NAMES[0]})")
+    sd: dict = {}
+    for f in found[1]:
+        sd.update(wm.load_state_dict(f))
+    return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
 
 
 # --- the parts ---------------------------------------------------------------------------------------
@@ -101,7 +143,7 @@ def load_vae(d: Path) -> TemporalTinyAutoencoder:
         vae = TemporalTinyAutoencoder(cfg)
     except (ValueError, KeyError, TypeError) as e:
         raise WeightsError(f"{d}/config.json: not a temporal tiny autoencoder config ({one_line(e)})") from None
-    sd = wm.load_state_dict(_weights_file(d))
+    sd = _read_weights(d)
     missing, unexpected = vae.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise WeightsError(
@@ -113,21 +155,26 @@ def load_vae(d: Path) -> TemporalTinyAutoencoder:
 
 
 def _from_pretrained(cls, d: Path):
+    found = weight_files(d)
+    variant = found[0] if found else None
     try:
-        return cls.from_pretrained(str(d), torch_dtype=torch.float32)
+        return cls.from_pretrained(str(d), torch_dtype=torch.float32, variant=variant)
     except Exception as e:  # noqa: BLE001 - diffusers raises many kinds; the host gets one line
         raise WeightsError(f"{d}: cannot load {cls.__name__}: {one_line(e)}") from None
 
 
 def load_scheduler(root: Path):
+    """``DDIMScheduler.from_pretrained(root, subfolder='scheduler')``, as upstream's inference.py."""
     from diffusers import DDIMScheduler
 
     d = root / "scheduler"
-    if (d / "scheduler_config.json").is_file():
-        cfg = {k: v for k, v in _read_json(d / "scheduler_config.json").items() if not k.startswith("_")}
-        # the official pipeline runs DDIM with this config whatever class the file names
-        return DDIMScheduler.from_config({**C.SCHEDULER_CONFIG, **cfg})
-    return C.build_scheduler()
+    if not (d / "scheduler_config.json").is_file():
+        log.warning("stream_diffvsr: %s has no scheduler_config.json; using Stream-DiffVSR's published DDIM config", root)
+        return C.build_scheduler()
+    try:
+        return DDIMScheduler.from_pretrained(str(root), subfolder="scheduler")
+    except Exception as e:  # noqa: BLE001
+        raise WeightsError(f"{d}: cannot load the DDIM scheduler: {one_line(e)}") from None
 
 
 def check_compatible(unet, controlnet, vae: TemporalTinyAutoencoder, emb: torch.Tensor, where: str) -> None:
@@ -212,7 +259,10 @@ def compute_empty_prompt(root: Path) -> torch.Tensor:
         )
     try:
         tok = CLIPTokenizer.from_pretrained(str(root / "tokenizer"))
-        te = CLIPTextModel.from_pretrained(str(root / "text_encoder")).float().eval()
+        ted = root / "text_encoder"
+        plain = any((ted / n).is_file() or (ted / (n + ".index.json")).is_file() for n in ("model.safetensors", "pytorch_model.bin"))
+        variant = None if plain or not any(ted.glob("*.fp16.*")) else "fp16"
+        te = CLIPTextModel.from_pretrained(str(ted), variant=variant).float().eval()
         ids = tok("", padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
         mask = ids.attention_mask if getattr(te.config, "use_attention_mask", False) else None
         with torch.inference_mode():

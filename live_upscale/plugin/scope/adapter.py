@@ -8,12 +8,15 @@ Scope's side of the contract (``src/scope/server/pipeline_manager.py`` and
   (the main pipeline's resolution, its quantization, LoRAs, every processor's overrides), and
   runtime updates are broadcast to every pipeline too. So our fields carry an ``upscale_``
   prefix, and anything else that arrives is ignored.
-- ``prepare(**params)`` is called every tick; Scope waits until ``input_size`` frames are queued.
-  When more are queued it keeps ``input_size`` of them, spread evenly, and DROPS the rest. With
-  bursty input (a generator emitting a chunk of frames at once) any ``input_size > 1`` therefore
-  throws frames away even when we are fast enough. So the default is one frame per call for
-  frame-by-frame engines (no drops, no added latency); engines that emit in chunks get their
-  chunk size; ``upscale_batch`` overrides both.
+- ``prepare(**params)`` is called every tick; Scope waits until ``input_size`` frames are queued,
+  then (``PipelineProcessor.prepare_chunk``) keeps ``input_size`` of the queued frames, spread
+  evenly, and DROPS the rest. With bursty input (a main pipeline emitting a chunk of frames at once)
+  any ``input_size > 1`` throws frames away. ``input_size = 1`` takes the oldest queued frame and
+  leaves the rest queued: nothing is lost. So we ask for one frame per call for *every* engine
+  (chunked ones too: the engine buffers until it has a chunk) and hand the engine sub-batches of
+  what a call brings. Scope's open PR #532 changes ``input_size = 1`` to "drain the queue, keep the
+  newest frame"; the pipeline detects that behaviour (``pipeline.scope_drains_single_frame``) and
+  then asks for every queued frame (at least 2), which that path takes without dropping any.
 - ``__call__(video=[(1,H,W,3) uint8, ...], video_timestamps=[...], init_cache=bool, **params)``:
   ``init_cache`` is True on the first call and after a reset. Returning ``{}`` means "idle" and
   also keeps ``init_cache`` True for the next call, so we return ``{}`` only when there is no
@@ -32,7 +35,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections import deque
+from collections import Counter, deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ... import weights
 from ...errors import one_line
 from ...nodes import UpscaleNode, UpscaleParams
 
@@ -64,11 +69,79 @@ RUNTIME_PARAMS: dict[str, str] = {
     "upscale_scene_cut": "scene_cut",
 }
 BATCH_PARAM = "upscale_batch"  # frames per call; 0 = automatic
-MAX_BATCH = 16
+MAX_BATCH = 16  # frames per engine call; a Scope call may bring more (they are split)
+DRAIN_MIN_FRAMES = 2  # under PR #532's draining input_size=1, never ask for 1
 
 DEFAULT_BACKEND = "realesrgan"
 SCALES = (1.5, 2.0, 3.0, 4.0)
 FALLBACK_BACKEND = "classic"  # no weights, any device: what we load when the chosen backend cannot
+
+# Estimated GPU memory per backend at Scope's default stream (512x512 in, 2x out), in GB, for the
+# postprocessor list and Scope's download dialog. Weights are counted from the parameter counts of
+# the architectures (meta-device build); activations from the feature maps of the widest layer.
+VRAM_GB: dict[str, float] = {
+    # no weights; a 1024x1024 RGB fp32 frame is 12.6 MB, a few buffers alive
+    "classic": 0.1,
+    # realesr-animevideov3 (0.6 M params, 2.4 MB): 64-channel fp16 maps at 512x512 are 34 MB each;
+    # RealESRGAN_x2plus (16.7 M params, 67 MB): 64-channel maps up to 1024x1024 (134 MB each)
+    "realesrgan": 1.0,
+    # the SDK's own buffers and models; NVIDIA publishes no figure: the same allowance as realesrgan
+    "rtx_vsr": 1.0,
+    # 1752 M params in bf16 = 3.5 GB (DiT 1419 M, LQ projection 288 M, TCDecoder 45 M) plus the
+    # streaming KV cache and decoder: the backend refuses GPUs under 12 GiB for 512x512 -> 1024x1024
+    "flashvsr": 12.0,
+    # 681 M params in fp16 = 1.4 GB (UNet 472 M, ControlNet 207 M, TPM decoder 2 M) plus RAFT-large
+    # and UNet/ControlNet activations at the 4x path's input size
+    "stream_diffvsr": 6.0,
+}
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One Scope pipeline: the general one, or one per weight-bearing backend (Scope downloads its weights)."""
+
+    pipeline_id: str
+    name: str  # what the postprocessor list shows
+    backend: str | None  # None: the user picks (upscale_backend); else fixed
+    hf_repo: str | None = None  # Scope's HuggingfaceRepoArtifact: downloaded to get_models_dir()/<repo name>
+    files: tuple[str, ...] = ()
+    extra_models: tuple[str, ...] = ()  # registered parts not on Hugging Face, fetched at load into the folder
+
+    @property
+    def models_subdir(self) -> str | None:
+        return self.hf_repo.split("/")[-1] if self.hf_repo else None
+
+    @property
+    def vram_gb(self) -> float:
+        return VRAM_GB.get(self.backend or DEFAULT_BACKEND, 1.0)
+
+
+def _flashvsr_tier() -> Tier:
+    parts = [m for m in weights.KNOWN_MODELS.values() if m.backend == "flashvsr"]
+    hf = [m for m in parts if m.hf_repo]
+    return Tier(
+        "live-upscale-flashvsr",
+        "Live Upscale · FlashVSR",
+        "flashvsr",
+        hf_repo=hf[0].hf_repo if hf else "JunhaoZhuang/FlashVSR-v1.1",
+        files=tuple(m.hf_file or m.filename for m in hf),
+        extra_models=tuple(m.name for m in parts if not m.hf_repo),
+    )
+
+
+def _stream_diffvsr_tier() -> Tier:
+    info = weights.KNOWN_MODELS.get("stream-diffvsr")
+    return Tier(
+        "live-upscale-stream-diffvsr",
+        "Live Upscale · Stream-DiffVSR",
+        "stream_diffvsr",
+        hf_repo=info.hf_repo if info else "Jamichsu/Stream-DiffVSR",
+        files=("model_index.json", "unet", "controlnet", "vae", "scheduler", "text_encoder", "tokenizer"),
+    )
+
+
+MAIN_TIER = Tier(PIPELINE_ID, "Live Upscale (Real-ESRGAN, RTX VSR, classic)", None)
+TIERS: dict[str, Tier] = {t.pipeline_id: t for t in (MAIN_TIER, _flashvsr_tier(), _stream_diffvsr_tier())}
 
 
 def node_field(name: str):
@@ -84,26 +157,72 @@ def field_bounds(name: str) -> tuple[float | None, float | None]:
     return lo, hi
 
 
+def scope_models_dir() -> Path | None:
+    """Scope's models folder: ``scope.core.config.get_models_dir()`` inside Scope, else its env variable."""
+    try:
+        from scope.core.config import get_models_dir
+
+        return Path(get_models_dir())
+    except Exception:  # noqa: BLE001 - not inside Scope (or an older one): the documented variable
+        env = os.environ.get("DAYDREAM_SCOPE_MODELS_DIR")
+        return Path(env).expanduser() if env else None
+
+
 def use_scope_models_dir() -> None:
-    """Inside Scope, keep weights beside Scope's own models unless the user chose a cache."""
-    scope_models = os.environ.get("DAYDREAM_SCOPE_MODELS_DIR")
-    if scope_models and not os.environ.get("LIVE_UPSCALE_CACHE"):
-        os.environ["LIVE_UPSCALE_CACHE"] = str(Path(scope_models).expanduser() / "live-upscale")
+    """Inside Scope, keep the weights we fetch ourselves in Scope's models folder unless the user chose a cache."""
+    models = scope_models_dir()
+    if models is not None and not os.environ.get("LIVE_UPSCALE_CACHE"):
+        os.environ["LIVE_UPSCALE_CACHE"] = str(models / "live-upscale")
+
+
+def tier_folder(tier: Tier) -> Path | None:
+    """Where Scope's download flow puts the tier's artifact (``models/<repo name>``), if known."""
+    models = scope_models_dir()
+    return models / tier.models_subdir if models is not None and tier.models_subdir else None
+
+
+def tier_model(tier: Tier, model: str | None) -> str | None:
+    """The ``model`` string for a weight-bearing tier: Scope's downloaded folder, plus any settings.
+
+    ``model`` may be a folder of its own (used as is), ``tiny``/``random:...`` test models, or
+    settings only (``sparse_ratio=1.5,async=1``), which are appended to Scope's folder. The parts
+    Hugging Face does not hold (FlashVSR's 4 MB prompt embedding) are fetched into the folder here.
+    """
+    text = (model or "").strip()
+    head, _, rest = (p.strip() for p in text.partition(","))
+    info = weights.lookup(head) if head and "=" not in head else None
+    if info is not None and info.backend != tier.backend:
+        # another tier's model in Scope's shared flat dict (e.g. Live Upscale's Real-ESRGAN name)
+        text, head = rest, rest.partition(",")[0].strip()
+    if head and "=" not in head:
+        return text  # a folder, a registered name or a test model: the backend reads it
+    folder = tier_folder(tier)
+    if folder is None or not folder.is_dir():
+        return text or None  # no Scope download yet: the backend's own registered weights (and message)
+    for name in tier.extra_models:
+        info = weights.lookup(name)
+        if info is not None and not (folder / info.filename).is_file():
+            src = weights.resolve(name, download=True)
+            tmp = folder / (info.filename + ".part")
+            tmp.write_bytes(Path(src).read_bytes())
+            os.replace(tmp, folder / info.filename)
+    return f"{folder},{text}" if text else str(folder)
 
 
 class ScopeUpscaler:
     """The upscale node behind Scope's pipeline calls. Never raises from ``__call__``/``input_size``."""
 
-    def __init__(self, params: dict[str, Any] | None = None, device: torch.device | str | None = None):
+    def __init__(
+        self,
+        params: dict[str, Any] | None = None,
+        device: torch.device | str | None = None,
+        tier: Tier | str = MAIN_TIER,
+    ):
         params = dict(params or {})
+        self.tier = TIERS.get(tier, MAIN_TIER) if isinstance(tier, str) else tier
         use_scope_models_dir()
-        node_kw: dict[str, Any] = {"download": True}
-        for key, field in LOAD_PARAMS.items():
-            value = params.get(key)
-            if value is None or (isinstance(value, str) and not value.strip()):
-                continue
-            # Scope's select widget sends the chosen option as a string ("2" for 2.0)
-            node_kw[field] = str(value).strip() if field != "scale" else _number(value, default=None)
+        self._load_values = self._read_load_values(params)  # as Scope sent them (normalised)
+        node_kw: dict[str, Any] = {"download": True, **self._load_values}
         for key, field in RUNTIME_PARAMS.items():
             if params.get(key) is not None and field in UpscaleParams.model_fields:
                 try:
@@ -116,7 +235,8 @@ class ScopeUpscaler:
             node_kw["device"] = str(device)
         self.requested = {k: node_kw[k] for k in ("backend", "model", "scale") if k in node_kw}
         self.batch = self._batch_value(params.get(BATCH_PARAM, 0))
-        self.batch_cap = MAX_BATCH  # lowered after an out-of-memory error
+        self.batch_cap = MAX_BATCH  # frames per engine call; lowered after an out-of-memory error
+        self.drains_single = False  # set by the pipeline when Scope drains the queue for input_size=1
         self.load_error = ""
         self.node = self._load(node_kw)
         self._timestamps: deque = deque()  # input timestamps of frames the engine still holds
@@ -128,12 +248,33 @@ class ScopeUpscaler:
         self.pass_through = 0
         self.errors = 0
         self.last_error = ""
+        self.reloads = 0  # load fields that arrived with the runtime parameters (graph mode)
+        self.call_sizes: Counter = Counter()  # frames per call -> calls
         self._warm_up(params.get("height"), params.get("width"))
+
+    def _read_load_values(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Our load fields from Scope's flat dict -> node keyword arguments (blank = the default)."""
+        out: dict[str, Any] = {}
+        for key, field in LOAD_PARAMS.items():
+            value = params.get(key)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue
+            # Scope's select widget sends the chosen option as a string ("2" for 2.0)
+            v = str(value).strip() if field != "scale" else _number(value, default=None)
+            if v is not None:
+                out[field] = v
+        if self.tier.backend is not None:  # a weight-bearing tier: its backend, Scope's downloaded folder
+            out["backend"] = self.tier.backend
+            out["model"] = out.get("model")
+        return out
 
     # --- load time --------------------------------------------------------------------------------
 
     def _load(self, node_kw: dict[str, Any]) -> UpscaleNode:
         try:
+            if self.tier.backend is not None:
+                node_kw = {**node_kw, "model": tier_model(self.tier, node_kw.get("model"))}
+                node_kw = {k: v for k, v in node_kw.items() if v is not None}
             node = UpscaleNode(**node_kw)
             node.load()
             return node
@@ -181,15 +322,20 @@ class ScopeUpscaler:
         except (TypeError, ValueError):
             return 0
 
-    def auto_batch(self) -> int:
-        """Frame-by-frame engines: 1 (see the module docstring). Chunked engines: their steady chunk."""
-        caps = getattr(self.node.engine, "caps", None)
-        return max(1, int(getattr(caps, "chunk", 1) or 1))
+    def input_size(self, params: dict[str, Any] | None = None, queued: int | None = None) -> int:
+        """Frames Scope should hand over per call (see the module docstring).
 
-    def input_size(self, params: dict[str, Any] | None = None) -> int:
+        One frame for every engine, chunked ones included (the engine buffers internally). Where
+        Scope drains the queue for ``input_size = 1`` (PR #532) and the pipeline can see the queue
+        (``queued``): every queued frame, at least ``DRAIN_MIN_FRAMES``. ``upscale_batch`` overrides both.
+        """
         try:
             b = self._batch_value((params or {}).get(BATCH_PARAM, self.batch))
-            return max(1, min(b or self.auto_batch(), self.batch_cap))
+            if b:
+                return max(1, b)
+            if self.drains_single and queued is not None:
+                return max(DRAIN_MIN_FRAMES, int(queued))
+            return 1
         except Exception:  # noqa: BLE001 - never raise into Scope's tick
             return 1
 
@@ -207,6 +353,30 @@ class ScopeUpscaler:
                 changes[field] = v
         if changes:
             self.node.update(**changes)  # runtime knobs: applied on the next frame, no reload
+        self._apply_load_fields(params)
+
+    def _apply_load_fields(self, params: dict[str, Any]) -> None:
+        """Load fields that arrive with the runtime parameters and differ from what we loaded.
+
+        Scope's graph mode hands a node card's values to the pipeline at run time, not at load: apply
+        them by re-creating the engine (on the next frame), and say so once.
+        """
+        if not any(k in params for k in LOAD_PARAMS):
+            return
+        present = {field for key, field in LOAD_PARAMS.items() if params.get(key) is not None}
+        new = self._read_load_values(params)
+        changes = {k: v for k, v in new.items() if k in present and self._load_values.get(k) != v}
+        if not changes:
+            return
+        self._load_values.update(changes)
+        if self.tier.backend is not None and "model" in changes:
+            changes["model"] = tier_model(self.tier, changes["model"])
+        if self.node.update(**changes):
+            self._timestamps.clear()  # the engine is re-created: what it buffered is gone
+        self.reloads += 1
+        self.requested.update({k: v for k, v in changes.items() if k in ("backend", "model", "scale")})
+        log.warning("live-upscale: load fields changed while streaming (%s): the engine is re-created",
+                    ", ".join(f"{k}={v}" for k, v in changes.items()))
 
     def __call__(self, **kwargs: Any) -> dict[str, Any]:
         frames, stamps = _frame_list(kwargs.get("video"), kwargs.get("video_timestamps"))
@@ -214,6 +384,7 @@ class ScopeUpscaler:
             return {}  # nothing to do: Scope treats {} as idle
         self.calls += 1
         self.frames_in += len(frames)
+        self.call_sizes[len(frames)] += 1
         try:
             self._apply_runtime(kwargs)
             if kwargs.get("init_cache"):
@@ -232,7 +403,10 @@ class ScopeUpscaler:
                 self._in_size = size
             self._timestamps.extend(stamps)
             with torch.no_grad():
-                y = self.node.process(x)
+                step = max(1, self.batch_cap)
+                parts = [self.node.process(x[i : i + step]) for i in range(0, int(x.shape[0]), step)]
+                parts = [p for p in parts if p.shape[0]] or parts[-1:]
+                y = parts[0] if len(parts) == 1 else torch.cat(parts)
             out = y.clamp(0.0, 1.0).permute(0, 2, 3, 1)
             n = int(out.shape[0])
             ts = [self._timestamps.popleft() if self._timestamps else None for _ in range(n)]
@@ -270,7 +444,7 @@ class ScopeUpscaler:
     def _pass_through(self, x: torch.Tensor, stamps: list, err: BaseException) -> dict[str, Any]:
         """The chunk's frames resized to the output size: the stream keeps going, at its resolution."""
         if _is_oom(err):  # fewer frames per call from now on; the node already tried lighter paths
-            self.batch_cap = max(1, int(x.shape[0]) // 2)
+            self.batch_cap = max(1, min(self.batch_cap, int(x.shape[0])) // 2)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         self._report(one_line(err), exc=err)
@@ -305,7 +479,12 @@ class ScopeUpscaler:
             **self.node.info(),
             "requested": self.requested,
             "load_error": self.load_error,
+            "pipeline_id": self.tier.pipeline_id,
             "input_size": self.input_size(),
+            "scope_drains_single_frame": self.drains_single,
+            "engine_batch": self.batch_cap,
+            "runtime_reloads": self.reloads,
+            "frames_per_call": dict(self.call_sizes),
             "calls": self.calls,
             "plugin_frames_in": self.frames_in,
             "plugin_frames_out": self.frames_out,

@@ -1,7 +1,9 @@
 """Daydream Scope's entry point for live-upscale (``[project.entry-points."scope"]`` in pyproject).
 
 Scope loads this module with pluggy and calls ``register_pipelines``; the pipeline module (and
-with it torch, spandrel and the node) is imported only then.
+with it torch, spandrel and the node) is imported only then. It registers one pipeline per tier:
+"Live Upscale" and one per weight-bearing backend (FlashVSR, Stream-DiffVSR), whose weights
+Scope's download flow fetches.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ except ImportError as e:  # pragma: no cover - only without Scope
 
 @hookimpl
 def register_pipelines(register):
-    from .pipeline import LiveUpscalePipeline
+    from .pipeline import PIPELINES
 
-    register(LiveUpscalePipeline)
+    for cls in PIPELINES:
+        register(cls)

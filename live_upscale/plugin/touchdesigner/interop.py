@@ -125,3 +125,80 @@ def buffer_of(t: torch.Tensor, lay: TexLayout) -> tuple[int, int]:
     if have != want or t.element_size() != lay.dtype.itemsize:
         raise InputError(f"output tensor {tuple(t.shape)} {t.dtype} does not match the texture {want} {lay.dtype}")
     return t.data_ptr(), t.numel() * t.element_size()
+
+
+# --- output data type: a choice, with a fallback TD cannot refuse --------------------------------------
+
+OUT_DTYPES: dict[str, np.dtype | None] = {
+    "input": None,  # the input texture's data type
+    "uint8": np.dtype(np.uint8),
+    "uint16": np.dtype(np.uint16),
+    "float16": np.dtype(np.float16),
+    "float32": np.dtype(np.float32),
+}
+SAFE_DTYPE = np.dtype(np.float32)  # what TD documents for copyCUDAMemory (with uint8)
+
+
+def layout_for(lay: TexLayout, dtype: np.dtype) -> TexLayout:
+    """``lay`` with another data type: same size and components, TD's channel order for that type."""
+    dt = np.dtype(dtype)
+    u8 = dt == np.uint8
+    ch = lay.fmt.channels
+    if ch in ("BGRA", "RGBA"):
+        ch = "BGRA" if u8 else "RGBA"
+    elif ch in ("BGR", "RGB"):
+        ch = "BGR" if u8 else "RGB"
+    return TexLayout(lay.height, lay.width, lay.comps, dt, FrameFormat(layout="HWC", channels=ch, dtype=_DTYPES[dt], flipped=True))
+
+
+class OutputDtype:
+    """Which data type the Script TOP writes, remembering the ones TD refused.
+
+    ``copyCUDAMemory`` is documented for uint8 and float32; 16-bit buffers work in public code but a
+    TD build may refuse them. A refused type is retried once as float32 and never used again for
+    this TOP; ``notice`` says so (the Info page shows it).
+    """
+
+    def __init__(self) -> None:
+        self.refused: set[np.dtype] = set()
+        self.notice = ""
+
+    def layout(self, lay: TexLayout, choice: str | None) -> TexLayout:
+        want = OUT_DTYPES.get(str(choice or "input").strip().lower(), None) or lay.dtype
+        if want in self.refused:
+            want = SAFE_DTYPE
+        return lay if want == lay.dtype else layout_for(lay, want)
+
+    def can_fall_back(self, lay: TexLayout) -> bool:
+        """16-bit types may be refused; uint8 and float32 are the documented ones."""
+        return lay.dtype not in (SAFE_DTYPE, np.dtype(np.uint8))
+
+    def refuse(self, lay: TexLayout, err: BaseException) -> TexLayout:
+        """TD refused ``lay.dtype``: remember it; the float32 layout to retry with."""
+        self.refused.add(lay.dtype)
+        self.notice = (
+            f"TouchDesigner refused {lay.dtype} output ({type(err).__name__}: {' '.join(str(err).split())[:120]}); "
+            "writing float32 from now on"
+        )
+        return layout_for(lay, SAFE_DTYPE)
+
+    def forget(self, lay: TexLayout) -> None:
+        self.refused.discard(lay.dtype)
+        self.notice = ""
+
+    def in_use(self, lay: TexLayout | None) -> str:
+        name = str(lay.dtype) if lay is not None else ""
+        return f"{name} ({self.notice})" if self.notice and name else name
+
+
+def source_bits(lay: TexLayout) -> int:
+    """Bits per channel of a TD texture: 8 for uint8, 16 for uint16/float16, 32 for float32."""
+    return 8 * lay.dtype.itemsize
+
+
+def tell_source_bits(engine, lay: TexLayout) -> None:
+    """Engines that care about the input precision (RTX VSR's 10-bit path) hear it when it changes."""
+    if engine is not None and hasattr(engine, "source_bits"):
+        bits = source_bits(lay)
+        if engine.source_bits != bits:
+            engine.set_options(source_bits=bits)

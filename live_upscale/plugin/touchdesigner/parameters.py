@@ -27,7 +27,15 @@ NODE_PARS: dict[str, tuple[str, Any]] = {
     "Stabilize": ("stabilize", 0.0),
     "Sharpen": ("sharpen", 0.0),
 }
-INFO_PARS = ("Backendinuse", "Msperframe", "Cookms", "Lasterror", "Backendstatus")
+INFO_PARS = ("Backendinuse", "Msperframe", "Cookms", "Lasterror", "Backendstatus", "Outputdtype")
+OUT_DTYPE_PAR = "Outdtype"  # output data type: read apart from the node's parameters
+OUT_DTYPE_MENU = (
+    ("input", "Same as input"),
+    ("uint8", "8-bit fixed"),
+    ("uint16", "16-bit fixed"),
+    ("float16", "16-bit float"),
+    ("float32", "32-bit float"),
+)
 
 
 def backend_menu(device: torch.device) -> tuple[list[str], list[str], str]:
@@ -83,6 +91,8 @@ def setup(script_op, device: torch.device) -> None:
     _set(p, default=0.0, val=0.0, min=0.0, max=1.0, normMin=0.0, normMax=1.0, clampMin=True, clampMax=True)
     p = _first(page.appendFloat("Sharpen", label="Sharpen"))
     _set(p, default=0.0, val=0.0, min=0.0, max=2.0, normMin=0.0, normMax=2.0, clampMin=True, clampMax=True)
+    p = _first(page.appendMenu(OUT_DTYPE_PAR, label="Output data type"))
+    _set(p, menuNames=[n for n, _ in OUT_DTYPE_MENU], menuLabels=[lb for _, lb in OUT_DTYPE_MENU], default="input", val="input")
     page.appendPulse("Reset", label="Reset temporal state")
 
     info = script_op.appendCustomPage(INFO_PAGE)
@@ -92,6 +102,7 @@ def setup(script_op, device: torch.device) -> None:
         ("Cookms", "Cook ms (host)", "Float"),
         ("Lasterror", "Last error", "Str"),
         ("Backendstatus", "Unavailable backends", "Str"),
+        ("Outputdtype", "Output data type in use", "Str"),
     ):
         p = _first(getattr(info, f"append{kind}")(name, label=label))
         _set(p, readOnly=True)
@@ -121,6 +132,16 @@ def read(script_op) -> dict[str, Any]:
         out[key] = v
     out["model"] = out["model"] or None
     return out
+
+
+def read_out_dtype(script_op) -> str:
+    """The Output data type menu (``input`` when the page is not set up or the value is unreadable)."""
+    p = getattr(getattr(script_op, "par", None), OUT_DTYPE_PAR, None)
+    try:
+        v = str(p.eval()) if p is not None else "input"
+    except Exception:  # noqa: BLE001
+        v = "input"
+    return v if v in dict(OUT_DTYPE_MENU) else "input"
 
 
 def write_info(script_op, values: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ no longer valid (deleted). The node itself resets its temporal state when the in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -32,7 +33,7 @@ import torch
 from ...errors import BackendUnavailable, LiveUpscaleError, one_line
 from ...nodes import UpscaleNode, formats, resolve_device
 from ...ops.resample import out_size, resize
-from . import interop, parameters
+from . import host_io, interop, parameters
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class UpscaleTOP:
     def __init__(self, script_op=None, device: str | torch.device = "auto"):
         self.op = script_op
         self.device = device if isinstance(device, torch.device) else resolve_device(str(device))
+        if self.device.type == "cpu" and str(device).strip().lower() in ("auto", ""):
+            self.device = host_io.device()  # no CUDA: MPS where torch has it (Apple Silicon), else the CPU
         self.node: UpscaleNode | None = None
         self.stream = torch.cuda.Stream(device=self.device) if self.device.type == "cuda" else None
         self._keep: deque[tuple[Any, Any]] = deque(maxlen=KEEP_COOKS)
@@ -91,6 +94,10 @@ class UpscaleTOP:
         self.pass_throughs = 0
         self._info_t = 0.0
         self._info_error = ""
+        self.out_dtype = interop.OutputDtype()  # the Output data type choice, and what TD refused
+        self.out_layout: interop.TexLayout | None = None
+        self._mem_stream = True  # False: this TD's cudaMemory() takes no stream
+        self._copy_stream = True  # False: this TD's copyCUDAMemory() takes no stream
 
     # --- parameters ------------------------------------------------------------------------------
 
@@ -140,13 +147,46 @@ class UpscaleTOP:
     def _stream_handle(self) -> int | None:
         return self.stream.cuda_stream if self.stream is not None else None
 
+    @property
+    def uses_numpy(self) -> bool:
+        """Without CUDA, frames go through host memory: TOP.numpyArray() in, copyNumpyArray() out."""
+        return self.device.type != "cuda" and not ALLOW_HOST_MEMORY
+
+    @property
+    def io_path(self) -> str:
+        return f"{host_io.PATH_NAME} on {self.device}" if self.uses_numpy else f"CUDA memory on {self.device}"
+
+    def _out_layout(self, script_op, lay: interop.TexLayout) -> interop.TexLayout:
+        """What the TOP writes: the chosen output data type on the CUDA path; on the numpy path the
+        input's layout (copyNumpyArray takes uint8, uint16 or float32), mono widened to RGBA."""
+        if self.uses_numpy:
+            fmt = host_io.out_format(lay)
+            return dataclasses.replace(lay, fmt=fmt, comps=4 if fmt.channels == "RGBA" else lay.comps)
+        return self.out_dtype.layout(lay, parameters.read_out_dtype(script_op))
+
     def _read_input(self, src):
-        mem = src.cudaMemory(stream=self._stream_handle)
+        if self.uses_numpy:
+            a, lay = host_io.read(src)
+            return None, a, lay
+        mem = None
+        if self._mem_stream:
+            try:
+                mem = src.cudaMemory(stream=self._stream_handle)
+            except TypeError:
+                self._mem_stream = False  # a TD build without the stream argument: remembered
+        if mem is None:
+            mem = src.cudaMemory()  # TD copies on the default stream: ours waits for it on the GPU
+            if self.stream is not None:
+                self.stream.wait_stream(torch.cuda.default_stream(self.device))
         x, lay = interop.tensor_from_memory(mem, self.device, allow_host=ALLOW_HOST_MEMORY)
         return mem, x, lay
 
     def _emit(self, script_op, out: torch.Tensor, lay: interop.TexLayout) -> None:
         """Copy ``out`` (HWC, ``lay``'s dtype) into the Script TOP on our stream."""
+        if self.uses_numpy:
+            self.out_size = host_io.write(script_op, out)
+            return
+        encoded = out
         if out.dtype != torch.uint8 and lay.dtype == np.uint16:
             out = out.clamp(0, 65535).to(torch.uint16)  # formats encodes uint16 as int32
         out = out.contiguous()
@@ -154,16 +194,36 @@ class UpscaleTOP:
         ptr, nbytes = interop.buffer_of(out, olay)
         shape = _shape_factory()()
         shape.width, shape.height, shape.numComps, shape.dataType = olay.width, olay.height, olay.comps, olay.dtype.type
-        handle = self._stream_handle
         try:
-            script_op.copyCUDAMemory(ptr, nbytes, shape, stream=handle)
-        except TypeError:
-            # a TD build whose copyCUDAMemory takes no stream: finish our work first, then copy
-            if self.stream is not None:
-                self.stream.synchronize()
-            script_op.copyCUDAMemory(ptr, nbytes, shape)
+            self._copy(script_op, ptr, nbytes, shape)
+        except Exception as e:  # noqa: BLE001 - a data type TD refuses: once more as float32, remembered
+            if not self.out_dtype.can_fall_back(lay):
+                raise
+            flay = self.out_dtype.refuse(lay, e)
+            rgb, alpha, _ = formats.decode(encoded, lay.fmt)
+            try:
+                self._emit(script_op, formats.encode(rgb, flay.fmt, alpha), flay)
+            except Exception:
+                self.out_dtype.forget(lay)  # float32 failed too: it was not the data type
+                raise e from None
+            log.warning("live-upscale: %s", self.out_dtype.notice)
+            return
         self._keep[-1] = (self._keep[-1][0], out)
         self.out_size = (olay.height, olay.width)
+        self.out_layout = olay
+
+    def _copy(self, script_op, ptr: int, nbytes: int, shape) -> None:
+        if self._copy_stream:
+            try:
+                script_op.copyCUDAMemory(ptr, nbytes, shape, stream=self._stream_handle)
+                return
+            except TypeError:
+                pass  # perhaps a TD build whose copyCUDAMemory takes no stream: try that
+        # no stream: finish our work first, then copy
+        if self.stream is not None:
+            self.stream.synchronize()
+        script_op.copyCUDAMemory(ptr, nbytes, shape)
+        self._copy_stream = False
 
     def _scale(self, params: dict[str, Any] | None) -> float:
         if self.node is not None:
@@ -192,8 +252,10 @@ class UpscaleTOP:
                 self._keep[-1] = (mem, None)
                 self.in_size = (lay.height, lay.width)
                 self._load()
-                y = self.node.cook(x, in_format=lay.fmt, out_format=lay.fmt)
-                self._emit(script_op, y, lay)
+                interop.tell_source_bits(self.node.engine, lay)
+                olay = self._out_layout(script_op, lay)
+                y = self.node.cook(x, in_format=lay.fmt, out_format=olay.fmt)
+                self._emit(script_op, y, olay)
             self.last_error = ""
             status = getattr(self.node.engine, "status", "")  # remote: connecting / reconnecting, input passed through
             if status:
@@ -216,7 +278,8 @@ class UpscaleTOP:
                 rgb, alpha, _ = formats.decode(x, lay.fmt)
                 size = out_size(lay.height, lay.width, self._scale(params))
                 y = resize(rgb, size, "bicubic").clamp_(0.0, 1.0)
-                self._emit(script_op, formats.encode(y, lay.fmt, alpha), lay)
+                olay = self._out_layout(script_op, lay)
+                self._emit(script_op, formats.encode(y, olay.fmt, alpha), olay)
             self._warn(script_op, f"live-upscale: {self.last_error} (input passed through)")
         except Exception as e2:  # noqa: BLE001
             self._error(script_op, f"live-upscale: {self.last_error} (pass-through failed too: {_err_text(e2)})")
@@ -238,10 +301,12 @@ class UpscaleTOP:
         engine = n.engine.describe() if n is not None and n.engine is not None else ""
         ms = n.ms_per_frame if n is not None else None
         return {
-            "Backendinuse": f"{n.backend_id}: {engine}" if n is not None and n.backend_id else "(not loaded)",
+            "Backendinuse": (f"{n.backend_id}: {engine}" if n is not None and n.backend_id else "(not loaded)")
+            + f" | frames via {self.io_path}",
             "Msperframe": round(float(ms), 2) if ms is not None else 0.0,
             "Cookms": round(float(self.cook_ms), 2) if self.cook_ms is not None else 0.0,
             "Lasterror": self.last_error,
+            "Outputdtype": self.out_dtype.in_use(self.out_layout),
         }
 
     def _info(self, script_op, force: bool = False) -> None:

@@ -3,7 +3,11 @@
 It follows the documented Python API (docs.nvidia.com/maxine/vfx-python, NVIDIA's samples):
 
 - ``VideoSuperRes(quality=QualityLevel.HIGH, device=0, strength=..., image_encoding=...)``
-  (``strength``/``image_encoding`` are 0.2 arguments; set ``SUPPORTS_STRENGTH = False`` to act as 0.1);
+  (``strength``/``image_encoding`` are 0.2 arguments; ``use_api("0.1")`` swaps in the 0.1 class:
+  no ``strength``/``image_encoding``, no ``ImageEncoding``, no ``input_width``/``input_height``
+  (0.1 infers the input size from the frame; setting an attribute the class lacks raises
+  ``AttributeError``, as a compiled extension class does); ``SUPPORTS_STRENGTH = False`` refuses
+  the 0.2 keyword arguments only);
 - ``input_width``/``input_height``/``output_width``/``output_height``/``quality`` properties, ``load()``,
   ``is_loaded``, ``close()``, context manager;
 - ``run(input_array, *, non_blocking=False, stream_ptr=0)`` takes a DLPack array ``(3,H,W)`` float32
@@ -55,6 +59,14 @@ def reset() -> None:
     ACCEPT_CPU, SUPPORTS_STRENGTH, OUTPUT_MULTIPLE = True, True, 8
     FAIL.update(init=None, load=None, run=None)
     INSTANCES.clear()
+    use_api("0.2")
+
+
+def use_api(version: str) -> None:
+    """Act as nvidia-vfx ``0.1`` or ``0.2`` (the module's ``VideoSuperRes`` and ``__version__``)."""
+    global VideoSuperRes, __version__
+    VideoSuperRes = VideoSuperRes01 if version.startswith("0.1") else VideoSuperRes02
+    __version__ = "0.1.0.1" if version.startswith("0.1") else "0.2.0.0"
 
 
 def _fail(stage: str) -> None:
@@ -90,7 +102,9 @@ class Effect:
         self.close()
 
 
-class VideoSuperRes(Effect):
+class _VideoSuperResCore(Effect):
+    """What 0.1 and 0.2 share."""
+
     QualityLevel = QualityLevel
 
     class ImageEncoding:
@@ -110,9 +124,12 @@ class VideoSuperRes(Effect):
         self.strength = float(kw.get("strength", 1.0))
         if not 0.0 <= self.strength <= 1.0:
             raise NvVFXError(f"strength {self.strength} outside [0, 1]")
-        self.image_encoding = kw.get("image_encoding", self.ImageEncoding.RGB8)
-        self.input_width: int | None = None
-        self.input_height: int | None = None
+        enc = self.ImageEncoding
+        self.image_encoding = kw.get("image_encoding", enc.RGB8 if enc is not None else None)
+        if enc is not None and self.image_encoding not in (enc.RGB8, enc.RGB10A2):
+            raise NvVFXError(f"NVCV_ERR_PARAMETER: unknown image_encoding {self.image_encoding!r}")
+        self._in_w: int | None = None
+        self._in_h: int | None = None
         self._out_w: int | None = None
         self._out_h: int | None = None
         self._buffer: torch.Tensor | None = None
@@ -155,9 +172,9 @@ class VideoSuperRes(Effect):
 
     def _check(self, h: int, w: int) -> None:
         ow, oh = self._out_w, self._out_h
-        if self.input_width is not None and (self.input_width, self.input_height) != (w, h):
+        if self._in_w is not None and (self._in_w, self._in_h) != (w, h):
             raise NvVFXError(
-                f"NVCV_ERR_MISMATCH: frame is {w}x{h} but the effect was set up for {self.input_width}x{self.input_height}"
+                f"NVCV_ERR_MISMATCH: frame is {w}x{h} but the effect was set up for {self._in_w}x{self._in_h}"
             )
         if ow % OUTPUT_MULTIPLE or oh % OUTPUT_MULTIPLE:
             raise NvVFXError(f"NVCV_ERR_RESOLUTION: output {ow}x{oh} is not a multiple of {OUTPUT_MULTIPLE}")
@@ -193,3 +210,46 @@ class VideoSuperRes(Effect):
         self.buffer_ptrs.add(self._buffer.data_ptr())
         self.calls.append({"in": (h, w), "out": (oh, ow), "non_blocking": non_blocking, "stream_ptr": stream_ptr})
         return VideoSuperResOutput(image=self._buffer.__dlpack__())
+
+
+class VideoSuperRes02(_VideoSuperResCore):
+    """nvidia-vfx 0.2: also ``strength``, ``image_encoding`` and settable input size."""
+
+    @property
+    def input_width(self) -> int | None:
+        return self._in_w
+
+    @input_width.setter
+    def input_width(self, v: int) -> None:
+        self._in_w = int(v)
+
+    @property
+    def input_height(self) -> int | None:
+        return self._in_h
+
+    @input_height.setter
+    def input_height(self, v: int) -> None:
+        self._in_h = int(v)
+
+
+class VideoSuperRes01(_VideoSuperResCore):
+    """nvidia-vfx 0.1: quality and device only; the input size comes from the frame."""
+
+    _ATTRS = frozenset({"output_width", "output_height", "quality"})
+
+    def __init__(self, quality: QualityLevel = QualityLevel.HIGH, device: int = 0, **kw: Any):
+        if kw:
+            raise TypeError(f"VideoSuperRes.__init__() got an unexpected keyword argument '{next(iter(kw))}'")
+        object.__setattr__(self, "_init", True)
+        super().__init__(quality, device)
+        object.__setattr__(self, "_init", False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not self.__dict__.get("_init") and not name.startswith("_") and name not in self._ATTRS:
+            raise AttributeError(f"'VideoSuperRes' object has no attribute '{name}'")
+        object.__setattr__(self, name, value)
+
+
+VideoSuperRes01.ImageEncoding = None  # type: ignore[assignment]  # 0.1 has no ImageEncoding
+VideoSuperRes = VideoSuperRes02
+__version__ = "0.2.0.0"

@@ -7,6 +7,10 @@ until ``input_size`` frames are queued; even sampling over the queued frames, wh
 surplus; ``init_cache`` true on the first call, after a reset, and after any call that returned
 ``{}``; output converted to uint8 and queued frame by frame with its timestamps; exceptions logged
 (out-of-memory re-raised). Left out: tempo sync, audio, ctrl input, queue resizing, FPS tracking.
+
+``DRAIN_SINGLE_FRAME = True`` models Scope's open PR #532 ("drain queue for chunk_size=1"): for
+``input_size = 1`` the whole queue is drained and only the newest frame handed over; larger sizes
+keep the even sampling.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ SLEEP_TIME = 0.01
 
 
 class PipelineProcessor:
+    DRAIN_SINGLE_FRAME = False  # True: PR #532's behaviour for input_size=1
+
     def __init__(self, pipeline: Any, pipeline_id: str, initial_parameters: dict | None = None, **kwargs: Any):
         self.pipeline = pipeline
         self.pipeline_id = pipeline_id
@@ -48,6 +54,14 @@ class PipelineProcessor:
             return False
 
     def prepare_chunk(self, input_queue_ref: queue.Queue, chunk_size: int) -> list[VideoPacket]:
+        if chunk_size == 1 and type(self).DRAIN_SINGLE_FRAME:
+            newest = None
+            while not input_queue_ref.empty():
+                try:
+                    newest = input_queue_ref.get_nowait()
+                except queue.Empty:
+                    break
+            return [ensure_video_packet(newest)] if newest is not None else []
         step = input_queue_ref.qsize() / chunk_size
         keep = {round(i * step) for i in range(chunk_size)}
         out = []

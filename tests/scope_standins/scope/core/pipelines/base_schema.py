@@ -106,6 +106,9 @@ class BasePipelineConfig(BaseModel):
             "default_mode": cls.get_default_mode(),
             "supports_prompts": cls.supports_prompts,
             "estimated_vram_gb": cls.estimated_vram_gb,
+            # Scope infers it from the artifacts unless set
+            "requires_models": cls.requires_models or bool(cls.artifacts),
+            "artifacts": [a.model_dump() for a in cls.artifacts],
             "usage": [u.value for u in cls.usage],
             "inputs": list(cls.inputs),
             "outputs": list(cls.outputs),
