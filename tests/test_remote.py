@@ -247,7 +247,7 @@ def test_cli_upscale_through_remote(served, tmp_path):
     local = UpscaleNode(backend="classic", scale=2.0, device="cpu")
     for f, p in zip(files, px):
         ref = media.to_uint8(local.process(as_tensor([p])))[0]
-        assert np.abs(media.read_image(f).astype(int) - ref.astype(int)).max() <= 1
+        assert np.abs(media.read_image(f)[0].astype(int) - ref.astype(int)).max() <= 1
 
 
 def test_wrong_token_refused(served, capsys, tmp_path):
