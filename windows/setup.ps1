@@ -9,7 +9,8 @@
     2. creates the venv (default: .venv in the repository root, i.e. next to the project),
     3. pins numpy to the version TouchDesigner bundles (read from TD's own Python or its
        site-packages; -Numpy overrides), then installs torch from PyTorch's CUDA index and this
-       package (editable) under that pin, so pip never brings a numpy that breaks TD's modules,
+       package (editable, with the [remote] extra for upscaling on a cloud GPU running "live-upscale serve")
+       under that pin, so pip never brings a numpy that breaks TD's modules,
     4. with -Rtx, installs nvidia-vfx from NVIDIA's package index (https://pypi.nvidia.com),
     5. runs "live-upscale doctor" to show which backends can run,
     6. writes a Script TOP callbacks file with the venv path filled in, and prints the line to add to TD.
@@ -141,7 +142,8 @@ $constraints = Join-Path $Venv "td-constraints.txt"
 [System.IO.File]::WriteAllText($constraints, "$numpySpec`n")
 Run $vpy @("-m", "pip", "install", $numpySpec)
 Run $vpy @("-m", "pip", "install", $Torch, "--index-url", "https://download.pytorch.org/whl/$Cuda", "-c", $constraints)
-Run $vpy @("-m", "pip", "install", "-e", $Root, "-c", $constraints)
+# [remote]: the client of `live-upscale serve` (a cloud GPU), selectable as the TOP's "remote" backend
+Run $vpy @("-m", "pip", "install", "-e", "$($Root)[remote]", "-c", $constraints)
 
 # --- 4. nvidia-vfx (optional) --------------------------------------------------------------------
 if ($Rtx) {

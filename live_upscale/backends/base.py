@@ -43,6 +43,7 @@ class Capabilities:
     temporal: bool = False  # keeps state across frames
     delay: int = 0  # frames of latency before the first output
     chunk: int = 1  # frames per compute call once streaming (hosts that batch should hand this many)
+    remote: bool = False  # runs in another process (``remote``): that side's node stabilizes and detects cuts
     needs_weights: bool = False
     devices: tuple[str, ...] = ("cpu", "cuda")
     dtypes: tuple[torch.dtype, ...] = (torch.float32,)

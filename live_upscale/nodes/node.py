@@ -122,6 +122,7 @@ class UpscaleNode:
         self.notices: list[str] = []  # things the node changed by itself (e.g. tiling after OOM), newest last
         self._lock = threading.RLock()  # held while a frame is processed
         self._pending: dict[str, Any] = {}  # updates that arrived mid-frame, applied before the next one
+        self._live = False  # inside cook(): engines with a live path (remote) take it
 
     # --- parameters and engine lifetime ------------------------------------------------------------
 
@@ -159,7 +160,7 @@ class UpscaleNode:
         if reload:
             self._drop_engine()
         elif self.engine is not None:
-            self.engine.set_options(sharpen=new.sharpen)
+            self.engine.set_options(sharpen=new.sharpen, stabilize=new.stabilize, scene_cut=new.scene_cut)
 
     def load(self) -> Engine:
         """Create the engine now (hosts call this at load time so the first cook is not slow)."""
@@ -177,6 +178,8 @@ class UpscaleNode:
                     "quality": p.quality,
                     **({} if p.prescale == "auto" else {"prescale": p.prescale}),  # auto: the backend's default
                     "sharpen": p.sharpen,
+                    "stabilize": p.stabilize,
+                    "scene_cut": p.scene_cut,
                     "download": p.download,
                     "compile": p.compile,
                 },
@@ -258,7 +261,9 @@ class UpscaleNode:
             self._in_size = size
         token = self._timer.start(self.device)
         y = self._run_engine(engine, x)
-        if not engine.caps.temporal and self.params.stabilize > 0 and y.shape[0] == x.shape[0]:
+        if engine.caps.remote:
+            pass  # the far side's node stabilizes
+        elif not engine.caps.temporal and self.params.stabilize > 0 and y.shape[0] == x.shape[0]:
             y = self._stabilizer(x, y, self.params.stabilize)
         elif self._stabilizer.prev_hr is not None:
             self._stabilizer.reset()  # turned off: the next time it starts from a fresh history
@@ -272,7 +277,9 @@ class UpscaleNode:
         """Run the engine; on out-of-memory let it switch to a lighter path and retry (said once)."""
         for _ in range(8):
             try:
-                if engine.caps.temporal and self.params.scene_cut > 0:
+                if self._live and hasattr(engine, "process_live"):
+                    return engine.process_live(x)  # a per-frame host: never wait (remote engines)
+                if engine.caps.temporal and self.params.scene_cut > 0 and not engine.caps.remote:
                     return self._process_with_cuts(engine, x)
                 return engine.process(x)
             except Exception as e:  # noqa: BLE001 - only OOM is handled here, the rest re-raised
@@ -346,7 +353,11 @@ class UpscaleNode:
         with self._lock, self._on_stream(stream):
             rgb, alpha, fmt = formats.decode(frame, in_format, self.device, self._upload)
             out_fmt = formats.FrameFormat.parse(out_format) or fmt
-            ys = self.process(rgb)
+            self._live = True
+            try:
+                ys = self.process(rgb)
+            finally:
+                self._live = False
             self._alpha.append(alpha)
             for i in range(ys.shape[0]):
                 self._queue.append(ys[i : i + 1])
@@ -439,6 +450,7 @@ class UpscaleNode:
             "frames_out": self.frames_out,
             "resets": self.resets,
             "last_error": self.last_error,
+            "status": getattr(self.engine, "status", "") if self.engine is not None else "",
         }
 
 

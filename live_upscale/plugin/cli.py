@@ -351,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--force", action="store_true", help="fetch again even when cached")
     p.set_defaults(func=cmd_models)
+
+    from ..remote import server as _serve  # the serve command lives in its own module
+
+    p = sub.add_parser("serve", help="upscale for remote clients (the 'remote' backend), e.g. on a cloud GPU")
+    _serve.add_arguments(p)
+    p.set_defaults(func=_serve.cmd_serve)
     return ap
 
 

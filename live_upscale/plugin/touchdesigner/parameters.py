@@ -79,7 +79,7 @@ def setup(script_op, device: torch.device) -> None:
     names, labels, status = backend_menu(device)
     p = _first(page.appendMenu("Backend", label="Backend"))
     _set(p, menuNames=names, menuLabels=labels, default="auto", val="auto")
-    p = _first(page.appendStr("Model", label="Model (name, path or RTX level)"))
+    p = _first(page.appendStr("Model", label="Model (name, path, RTX level; remote: server URL)"))
     _set(p, default="", val="")
     p = _first(page.appendFloat("Scale", label="Scale"))
     _set(p, default=2.0, val=2.0, min=1.0, max=8.0, normMin=1.0, normMax=4.0, clampMin=True, clampMax=True)

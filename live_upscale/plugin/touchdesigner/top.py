@@ -257,6 +257,9 @@ class UpscaleTOP:
                 y = self.node.cook(x, in_format=lay.fmt, out_format=olay.fmt)
                 self._emit(script_op, y, olay)
             self.last_error = ""
+            status = getattr(self.node.engine, "status", "")  # remote: connecting / reconnecting, input passed through
+            if status:
+                self._warn(script_op, f"live-upscale: {status}")
         except Exception as e:  # noqa: BLE001 - TD must never see an exception from a cook
             self.last_error = _err_text(e)
             log.debug("live-upscale cook failed", exc_info=True)
