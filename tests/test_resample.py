@@ -91,3 +91,22 @@ def test_opencv_conversions_equal_the_torch_ones(spec, monkeypatch):
         assert (out != out_t).float().mean() < 0.01
     else:
         assert (out - out_t).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("shape,size", [((1, 3, 37, 53), (74, 106)), ((2, 3, 20, 31), (61, 47)), ((1, 1, 9, 8), (27, 24))])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_enlarging_bilinear_bicubic_on_cpu_equal_torch(mode, shape, size, channels_last):
+    """The CPU fast path (cv2.resize) computes torch's F.interpolate kernels; shrinking stays antialiased torch."""
+    import torch.nn.functional as F
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(3))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    want = F.interpolate(x.contiguous(), size=size, mode=mode, align_corners=False)
+    got = R.resize(x, size, mode)
+    assert got.shape == want.shape
+    assert (got - want).abs().max().item() < 1e-5
+    small = R.resize(x, (shape[2] // 2, shape[3] // 2), mode)  # shrinking: antialiased, as before
+    ref = F.interpolate(x.contiguous(), size=(shape[2] // 2, shape[3] // 2), mode=mode, align_corners=False, antialias=True)
+    assert (small - ref).abs().max().item() < 1e-5

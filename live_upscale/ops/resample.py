@@ -1,6 +1,7 @@
 """Resampling on the compute device, with O(taps) work per output pixel.
 
-Filters: ``bilinear`` and ``bicubic`` are torch's own (``F.interpolate``, antialiased when shrinking).
+Filters: ``bilinear`` and ``bicubic`` are torch's own (``F.interpolate``, antialiased when shrinking;
+enlarging on CPU float32 runs the same kernels in ``cv2.resize``, within 1e-5).
 ``lanczos`` is Lanczos-3, separable: along each axis an output sample at input position ``c``
 (``c = (o + 0.5) * n_in / n_out - 0.5``) is ``sum_k w_k x[k]`` over the input samples ``k`` with
 ``|k - c| < 3 / min(1, scale)``, ``w_k = sinc(d) sinc(d / 3)`` with ``d = (k - c) * min(1, scale)``
@@ -225,6 +226,30 @@ def _lanczos_cv(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(out).view(*lead, *size)
 
 
+_CV_INTERP = {"bilinear": getattr(cv2, "INTER_LINEAR", None), "bicubic": getattr(cv2, "INTER_CUBIC", None)}
+
+
+def _cv_plain_ok(x: torch.Tensor) -> bool:
+    return cv2 is not None and x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad
+
+
+def _interp_cv(x: torch.Tensor, size: tuple[int, int], interp: int) -> torch.Tensor:
+    """Enlarging bilinear/bicubic on CPU float32 with ``cv2.resize``: the same kernels as torch's
+    ``F.interpolate(align_corners=False)`` (cubic a = -0.75, half-pixel centres, replicated border),
+    within 1e-5 (tested), several times faster on the CPU."""
+    dsize = (size[1], size[0])
+    hwc = hwc_view(x)
+    if hwc is not None:
+        return from_hwc(cv2.resize(hwc, dsize, interpolation=interp).reshape(size[0], size[1], -1))
+    lead = x.shape[:-2]
+    h, w = x.shape[-2:]
+    planes = x.detach().reshape(-1, h, w).contiguous().numpy()
+    out = np.empty((planes.shape[0], *size), np.float32)
+    for i, p in enumerate(planes):
+        cv2.resize(p, dsize, dst=out[i], interpolation=interp)
+    return torch.from_numpy(out).view(*lead, *size)
+
+
 def resize(x: torch.Tensor, size: tuple[int, int], filter: str = "bicubic") -> torch.Tensor:
     """Resize ``(N,C,H,W)`` to ``size`` with an antialiased filter. Output is not clamped.
 
@@ -238,6 +263,8 @@ def resize(x: torch.Tensor, size: tuple[int, int], filter: str = "bicubic") -> t
     if filter not in ("bilinear", "bicubic"):
         raise ValueError(f"unknown filter {filter!r}; choose one of {FILTERS}")
     shrink = size[0] < h or size[1] < w
+    if not shrink and _cv_plain_ok(x):
+        return _interp_cv(x, size, _CV_INTERP[filter])
     # antialias only matters when shrinking, and is not implemented for every dtype/device
     if shrink and x.dtype in (torch.float16, torch.bfloat16):
         return F.interpolate(x.float(), size=size, mode=filter, align_corners=False, antialias=True).to(x.dtype)
