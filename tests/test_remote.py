@@ -709,3 +709,54 @@ def test_compressed_frame_cannot_hide_a_bigger_image():
     wire.HEADER.pack_into(head, 0, wire.MAGIC, wire.VERSION, wire.KIND_FRAME, wire.CODECS["png"], 90, 3, 3, 8, 8, 0.0, 0)
     with pytest.raises(wire.InputError, match="holds 64x64"):
         wire.decode(bytes(head) + bytes(big[wire.HEADER.size:]), max_pixels=100)
+
+
+# --- review fixes ------------------------------------------------------------------------------------
+
+
+def test_live_host_process_never_waits_and_recovers(monkeypatch):
+    """A host that drives process() live (Scope) takes the live path: no server means a pass-through at
+    once (never the file-mode timeout), and frames flow when the server comes up."""
+    from live_upscale.plugin.scope import adapter
+
+    port = free_port()
+    node = UpscaleNode(backend="remote", model=f"http://127.0.0.1:{port} delay=1 timeout=5", device="cpu")
+    node.live_host = True
+    x = as_tensor(frames_u8(1))
+    t0 = time.monotonic()
+    for _ in range(3):
+        assert node.process(x).shape == (1, 3, 48, 64)
+    assert time.monotonic() - t0 < 2.0 and "input passed through" in node.engine.status
+    try:
+        with ServerThread(ServeConfig(port=port, backend="classic", device="cpu")):
+            assert wait_until(lambda: node.engine.status == "", 10, cook=lambda: node.process(x))
+    finally:
+        node.close()
+    # the Scope adapter's nodes are live hosts
+    seen = []
+    monkeypatch.setattr(UpscaleNode, "load", lambda self: seen.append(self.live_host))
+    adapter.ScopeUpscaler._load(type("A", (), {"tier": type("T", (), {"backend": None})(), "load_error": ""})(),
+                                   {"backend": "classic", "device": "cpu"})
+    assert seen == [True]
+
+
+def test_file_mode_lost_session_is_cleared_by_reset():
+    port = free_port()
+    node = UpscaleNode(backend="remote", model=f"http://127.0.0.1:{port} timeout=3", device="cpu")
+    x = as_tensor(frames_u8(1))
+    try:
+        with ServerThread(ServeConfig(port=port, backend="classic", device="cpu")):
+            node.process(x)
+            node.flush()
+            node.process(x)
+        with pytest.raises(LiveUpscaleError, match="not back|not available|did not answer"):
+            node.process(x)
+        with ServerThread(ServeConfig(port=port, backend="classic", device="cpu")):
+            assert wait_until(lambda: node.engine.link.is_ready, 10)
+            node.reset()  # a new stream: the lost session stops the job no more
+            got = [node.process(x)]
+            tail = node.flush()
+            got += [tail] if tail is not None else []
+            assert sum(int(g.shape[0]) for g in got) == 1
+    finally:
+        node.close()

@@ -12,19 +12,21 @@ between them, or as the URL's query string):
 - ``delay``: live frames of delay (default 3, see below); ``window``: frames in flight;
 - ``codec``: ``raw`` (default on loopback), ``jpeg`` (default elsewhere), ``png``;
   ``jpeg_quality`` (default 90);
-- ``mode``: ``live`` or ``file`` (default: ``live`` through ``cook``, ``file`` through ``process``);
+- ``mode``: ``live`` or ``file`` (default: ``live`` through ``cook`` or a live host's ``process``
+  (``node.live_host``: Scope), ``file`` through ``process``);
 - ``ca``: a CA bundle for a server with a private certificate; ``timeout``: seconds to wait for
   the server in file mode (default 30).
 
 Two behaviours, picked by how the node is driven:
 
-- live (``UpscaleNode.cook``: TouchDesigner, per-frame hosts): never waits. Each cook sends its frame
+- live (``UpscaleNode.cook``: TouchDesigner; ``process`` with ``node.live_host``: Scope): never waits. Each cook sends its frame
   when fewer than ``window`` are in flight and returns the upscaled frame of ``delay`` cooks ago
   (the newest one back at that age, if that one is late). While connecting or disconnected the
   input comes back resized, and ``status`` says why; the link reconnects by itself.
-- file (``process``/``flush``: the CLI, Scope): every frame comes back, in order; ``process``
+- file (``process``/``flush``: the CLI): every frame comes back, in order; ``process``
   returns the ones back so far (like a buffering engine), ``flush`` waits for the rest. A lost
-  connection, or a server error, stops the job with one clear line: nothing is dropped silently.
+  connection, or a server error, stops the job with one clear line: nothing is dropped silently
+  (``reset`` or a new input size starts a new job on the link once it is back).
 
 Runtime knobs (sharpen, stabilize, scene cut) go to the server's node without a reconnect; so do
 load-time ones (scale, quality, ...): the node re-creates this engine, which takes the same link
@@ -332,6 +334,11 @@ class RemoteEngine(Engine):
     # --- the rest of the engine protocol ------------------------------------------------------------
 
     def reset(self) -> None:
+        if self._live is False:  # file mode: a new stream; a session lost earlier stops the job no more
+            self._expected.clear()
+            self._gen = None
+            with self.link.cond:
+                self.link.results.clear()
         self.link.send_control({"type": "reset"})
 
     def set_options(self, **options: Any) -> None:

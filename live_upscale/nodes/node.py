@@ -123,6 +123,8 @@ class UpscaleNode:
         self._lock = threading.RLock()  # held while a frame is processed
         self._pending: dict[str, Any] = {}  # updates that arrived mid-frame, applied before the next one
         self._live = False  # inside cook(): engines with a live path (remote) take it
+        # a host that calls process() per frame, live (Scope): engines with a live path take it there too
+        self.live_host = False
 
     # --- parameters and engine lifetime ------------------------------------------------------------
 
@@ -277,7 +279,7 @@ class UpscaleNode:
         """Run the engine; on out-of-memory let it switch to a lighter path and retry (said once)."""
         for _ in range(8):
             try:
-                if self._live and hasattr(engine, "process_live"):
+                if (self._live or self.live_host) and hasattr(engine, "process_live"):
                     return engine.process_live(x)  # a per-frame host: never wait (remote engines)
                 if engine.caps.temporal and self.params.scene_cut > 0 and not engine.caps.remote:
                     return self._process_with_cuts(engine, x)

@@ -277,6 +277,7 @@ class ScopeUpscaler:
                 node_kw = {**node_kw, "model": tier_model(self.tier, node_kw.get("model"))}
                 node_kw = {k: v for k, v in node_kw.items() if v is not None}
             node = UpscaleNode(**node_kw)
+            node.live_host = True  # Scope's stream never waits on a remote engine (it takes the live path)
             node.load()
             return node
         except Exception as e:  # noqa: BLE001 - the stream still runs, on the fallback
@@ -295,6 +296,7 @@ class ScopeUpscaler:
         except Exception:  # noqa: BLE001 - e.g. an out-of-range value: drop what the node refused
             kw = {k: v for k, v in kw.items() if k in ("backend", "device", "download")}
             node = UpscaleNode(**kw)
+        node.live_host = True
         node.load()  # classic needs nothing: if this fails Scope reports the load error
         node.last_error = self.load_error
         return node
