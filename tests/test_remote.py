@@ -760,3 +760,39 @@ def test_file_mode_lost_session_is_cleared_by_reset():
             assert sum(int(g.shape[0]) for g in got) == 1
     finally:
         node.close()
+
+
+class SlowEngine(Engine):
+    """Classic-sized output after a pause (a first-frame compile, a slow model); records close() under work."""
+
+    caps = Capabilities()
+    pause = 1.2
+    busy = 0
+    closed_while_busy = 0
+
+    def process(self, frames):
+        SlowEngine.busy += 1
+        try:
+            time.sleep(self.pause)
+            return torch.nn.functional.interpolate(frames, scale_factor=self.scale, mode="bilinear")
+        finally:
+            SlowEngine.busy -= 1
+
+    def close(self):
+        SlowEngine.closed_while_busy += SlowEngine.busy > 0
+
+
+def test_a_busy_session_is_not_idle():
+    with registered_engine("slow_test", SlowEngine):
+        cfg = ServeConfig(port=free_port(), backend="slow_test", device="cpu", idle_timeout=0.5)
+        with ServerThread(cfg) as url:
+            node = UpscaleNode(backend="remote", model=url + " timeout=10 window=2", device="cpu")
+            try:
+                x = as_tensor(frames_u8(3))
+                got = [node.process(x)]
+                tail = node.flush()
+                got += [tail] if tail is not None else []
+                assert sum(int(g.shape[0]) for g in got) == 3  # computing 3.6 s, idle timeout 0.5 s
+                assert node.engine.link.sessions == 1
+            finally:
+                node.close()

@@ -72,7 +72,7 @@ class ServeConfig:
     max_pixels: int = 2048 * 2048  # per input frame
     max_out_pixels: int = 4096 * 4096  # per output frame
     max_fps: float = 120.0  # per session; faster frames wait (never dropped)
-    idle_timeout: float = 60.0  # seconds without a message before a session is closed
+    idle_timeout: float = 60.0  # seconds with no message and no work before a session is closed
     hello_timeout: float = 10.0
     queue: int = 8  # frames a session may have waiting; more and its socket is not read (back-pressure)
 
@@ -138,6 +138,7 @@ class Session:
         self.pending: list[int] = []  # ids of frames given to the node whose output is not back yet
         self.in_size: tuple[int, int] | None = None
         self._next_t = 0.0
+        self.busy = False  # the worker is computing (or sending) a queued item: not idle
 
     def describe(self) -> dict[str, Any]:
         n = self.node
@@ -286,12 +287,20 @@ class Session:
         from aiohttp import WSMsgType
 
         cfg = self.server.cfg
+        last = time.monotonic()
         while True:
-            # a deadline over the whole wait: WebSocket pings (heartbeats) do not count as activity
+            # idle = no message from the client and no work queued or computing; WebSocket pings
+            # (heartbeats) do not count as activity (receive() answers them without returning)
             try:
-                msg = await asyncio.wait_for(ws.receive(), cfg.idle_timeout)
+                msg = await ws.receive(timeout=min(cfg.idle_timeout, 1.0))
             except asyncio.TimeoutError:
-                raise SessionError(f"idle for {cfg.idle_timeout:g} s", code=4408) from None
+                now = time.monotonic()
+                if self.busy or not self.queue.empty():
+                    last = now
+                elif now - last >= cfg.idle_timeout:
+                    raise SessionError(f"idle for {cfg.idle_timeout:g} s", code=4408) from None
+                continue
+            last = time.monotonic()
             if msg.type == WSMsgType.BINARY:
                 try:
                     fr = wire.decode(msg.data, cfg.max_pixels)
@@ -323,21 +332,28 @@ class Session:
             kind, item = await self.queue.get()
             if kind == "end":
                 return
-            if kind == "frame":
-                now = time.monotonic()
-                if self._next_t > now:  # the frame-rate limit: wait, never drop
-                    await asyncio.sleep(self._next_t - now)
-                self._next_t = max(now, self._next_t) + 1.0 / cfg.max_fps
-                outs = await self.server.in_thread(self._compute, item)
+            self.busy = True
+            try:
+                await self._work(ws, cfg, kind, item)
+            finally:
+                self.busy = False
+
+    async def _work(self, ws, cfg, kind: str, item) -> None:
+        if kind == "frame":
+            now = time.monotonic()
+            if self._next_t > now:  # the frame-rate limit: wait, never drop
+                await asyncio.sleep(self._next_t - now)
+            self._next_t = max(now, self._next_t) + 1.0 / cfg.max_fps
+            outs = await self.server.in_thread(self._compute, item)
+        else:
+            outs = await self.server.in_thread(self._control, item)
+        for o in outs:
+            if isinstance(o, dict):
+                await ws.send_json(o)
             else:
-                outs = await self.server.in_thread(self._control, item)
-            for o in outs:
-                if isinstance(o, dict):
-                    await ws.send_json(o)
-                else:
-                    await ws.send_bytes(o[1])
-                    self.bytes_out += len(o[1])
-                    self.frames_out += 1
+                await ws.send_bytes(o[1])
+                self.bytes_out += len(o[1])
+                self.frames_out += 1
 
     def close(self) -> None:
         if self.node is not None:
