@@ -768,6 +768,7 @@ class SlowEngine(Engine):
     caps = Capabilities()
     pause = 1.2
     busy = 0
+    closes = 0
     closed_while_busy = 0
 
     def process(self, frames):
@@ -779,6 +780,7 @@ class SlowEngine(Engine):
             SlowEngine.busy -= 1
 
     def close(self):
+        SlowEngine.closes += 1
         SlowEngine.closed_while_busy += SlowEngine.busy > 0
 
 
@@ -796,3 +798,28 @@ def test_a_busy_session_is_not_idle():
                 assert node.engine.link.sessions == 1
             finally:
                 node.close()
+
+
+def test_a_session_ending_mid_compute_closes_its_engine_after_the_compute():
+    """A bad message while the worker's thread is inside the engine: the session ends, and the engine
+    is closed once that thread is out of it, never under it."""
+    import aiohttp
+
+    SlowEngine.closes = SlowEngine.closed_while_busy = 0
+    with registered_engine("slow_test", SlowEngine):
+        st = ServerThread(ServeConfig(port=free_port(), backend="slow_test", device="cpu"))
+        with st as url:
+            async def main():
+                async with aiohttp.ClientSession() as s:
+                    ws = await s.ws_connect(url.replace("http", "ws") + "/v1/session")
+                    await ws.send_json({"type": "hello"})
+                    await ws.receive()
+                    await ws.send_bytes(wire.encode(1, frames_u8(1)[0]))
+                    await asyncio.sleep(0.3)  # the engine is computing now
+                    await ws.send_bytes(b"not a frame, but longer than a frame header ......")
+                    while not (await ws.receive()).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                        pass
+
+            asyncio.run(main())
+            assert wait_until(lambda: SlowEngine.closes == 1 and not st.server.sessions, 5)
+            assert SlowEngine.closed_while_busy == 0

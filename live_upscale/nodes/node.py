@@ -228,7 +228,8 @@ class UpscaleNode:
             self.resets += 1
 
     def close(self) -> None:
-        self._drop_engine()
+        with self._lock:  # never under a frame another thread is processing
+            self._drop_engine()
 
     # --- streaming on internal tensors ------------------------------------------------------------
 

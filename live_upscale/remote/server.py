@@ -34,6 +34,7 @@ import logging
 import os
 import ssl
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -139,6 +140,7 @@ class Session:
         self.in_size: tuple[int, int] | None = None
         self._next_t = 0.0
         self.busy = False  # the worker is computing (or sending) a queued item: not idle
+        self._work_lock = threading.Lock()  # held by the pool thread running the node; close() waits for it
 
     def describe(self) -> dict[str, Any]:
         n = self.node
@@ -344,9 +346,9 @@ class Session:
             if self._next_t > now:  # the frame-rate limit: wait, never drop
                 await asyncio.sleep(self._next_t - now)
             self._next_t = max(now, self._next_t) + 1.0 / cfg.max_fps
-            outs = await self.server.in_thread(self._compute, item)
+            outs = await self.server.in_thread(self._locked, self._compute, item)
         else:
-            outs = await self.server.in_thread(self._control, item)
+            outs = await self.server.in_thread(self._locked, self._control, item)
         for o in outs:
             if isinstance(o, dict):
                 await ws.send_json(o)
@@ -355,7 +357,18 @@ class Session:
                 self.bytes_out += len(o[1])
                 self.frames_out += 1
 
+    def _locked(self, fn, item):
+        with self._work_lock:
+            if self.node is None:
+                raise SessionError("the session is closed")
+            return fn(item)
+
     def close(self) -> None:
+        # a cancelled worker's thread may still be inside the node: wait for it, never close under it
+        with self._work_lock:
+            self._close()
+
+    def _close(self) -> None:
         if self.node is not None:
             try:
                 self.node.close()
