@@ -823,3 +823,15 @@ def test_a_session_ending_mid_compute_closes_its_engine_after_the_compute():
             asyncio.run(main())
             assert wait_until(lambda: SlowEngine.closes == 1 and not st.server.sessions, 5)
             assert SlowEngine.closed_while_busy == 0
+
+
+def test_live_delay_above_eight_returns_upscaled_frames():
+    with ServerThread(ServeConfig(port=free_port(), backend="classic", device="cpu")) as url:
+        node = UpscaleNode(backend="remote", model=url + " delay=12", device="cpu")
+        f = frames_u8(1)[0]
+        try:
+            assert wait_until(lambda: node.engine is not None and node.engine.status == "", 10,
+                              step=0.01, cook=lambda: node.cook(f))
+            assert node.engine.link.keep >= 12 + 13
+        finally:
+            node.close()

@@ -181,7 +181,7 @@ class RemoteEngine(Engine):
             self.link.update_params(params)
         else:
             self.link = RemoteLink(self.url, self.token, {**hello, "mode": "live" if self.mode != "file" else "file"},
-                                   keep=8 if self.mode != "file" else None, stall_s=3.0 if self.mode != "file" else None,
+                                   keep=self._keep() if self.mode != "file" else None, stall_s=3.0 if self.mode != "file" else None,
                                    ca=self._ca)
         self._link_cls = RemoteLink
         self._next_id = 0
@@ -205,8 +205,12 @@ class RemoteEngine(Engine):
         self.link.close()
         mode = "live" if live else "file"
         self.link = self._link_cls(self.url, self.token, {**self.link.hello, "mode": mode},
-                                   keep=8 if live else None, stall_s=3.0 if live else None, ca=self._ca)
+                                   keep=self._keep() if live else None, stall_s=3.0 if live else None, ca=self._ca)
         self._key = (*self._key[:-1], mode)
+
+    def _keep(self, window: int | None = None) -> int:
+        """Live results a link keeps: enough to still hold the one ``delay`` frames back."""
+        return max(8, self.delay + (self.delay + 1 if window is None else window) + 4)
 
     @property
     def window(self) -> int:
@@ -226,6 +230,8 @@ class RemoteEngine(Engine):
             x = frames[i : i + 1]
             fid = self._next_id
             self._next_id += 1
+            if self.link.keep is not None and self.link.keep < self._keep(self.window):
+                self.link.keep = self._keep(self.window)  # the server's chunk (known once ready) widens the window
             if self.link.is_ready:
                 self.link.send_frame(fid, wire.to_pixels(x)[0], min(self.window, self._allowed))
             else:
