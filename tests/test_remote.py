@@ -835,3 +835,21 @@ def test_live_delay_above_eight_returns_upscaled_frames():
             assert node.engine.link.keep >= 12 + 13
         finally:
             node.close()
+
+
+def test_live_alpha_travels_with_its_frame():
+    with ServerThread(ServeConfig(port=free_port(), backend="classic", device="cpu")) as url:
+        node = UpscaleNode(backend="remote", model=url + " delay=3", device="cpu", sharpen=0.0)
+        seen = []
+
+        def cook(i=[0]):
+            i[0] += 1
+            img = np.full((16, 16, 4), 10 * (i[0] % 20) + 5, np.uint8)  # RGB and alpha both say the frame
+            out = node.cook(img, in_format="HWC:RGBA:uint8")
+            seen.append((int(out[8, 8, 0]), int(out[8, 8, 3]), node.engine.status))
+
+        try:
+            assert wait_until(lambda: len([s for s in seen if s[2] == ""]) >= 10, 10, step=0.01, cook=cook)
+            assert all(rgb == a for rgb, a, _ in seen)
+        finally:
+            node.close()

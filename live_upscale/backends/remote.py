@@ -189,6 +189,7 @@ class RemoteEngine(Engine):
         self._gen = None
         self._allowed = 1 << 30  # live: frames in flight the server's queue depth allows (see process_live)
         self._last_seen = -1
+        self.live_age: int | None = None  # live: how many calls ago the last frame returned was sent
         self.late = 0  # live cooks that repeated an older frame because the one due was not back
         self.passed = 0  # live cooks answered with the resized input
         self.status = self.link.status
@@ -245,6 +246,7 @@ class RemoteEngine(Engine):
                     self._allowed = max(1, self._allowed - 1)
                 else:
                     self._allowed = min(self.window, self._allowed + 1)
+            self.live_age = fid - r.id if r is not None else 0  # the node pairs this frame with its alpha
             if r is not None:
                 if r.id != fid - self.delay:
                     self.late += 1

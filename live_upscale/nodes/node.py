@@ -111,6 +111,7 @@ class UpscaleNode:
         self._in_size: tuple[int, int] | None = None
         self._queue: deque[torch.Tensor] = deque()  # engine outputs not yet handed to cook()
         self._alpha: deque[torch.Tensor | None] = deque()  # input alphas, aligned with engine outputs
+        self._alpha_hist: deque[torch.Tensor | None] = deque(maxlen=256)  # live engines: recent input alphas
         self._timer = _GpuTimer()
         self._stabilizer = Stabilizer(cut_threshold=self.params.scene_cut or 2.0)
         self._cuts = SceneCutDetector()
@@ -217,6 +218,7 @@ class UpscaleNode:
         self._cuts.reset()
         self._queue.clear()
         self._alpha.clear()
+        self._alpha_hist.clear()
         self._in_size = None
 
     def reset(self) -> None:
@@ -371,6 +373,10 @@ class UpscaleNode:
             if self._queue:
                 y = self._queue.popleft()
                 a = self._alpha.popleft() if self._alpha else alpha
+                age = getattr(self.engine, "live_age", None)  # remote: the frame of `age` cooks ago came back
+                if age is not None and ys.shape[0] == 1:
+                    self._alpha_hist.append(alpha)
+                    a = self._alpha_hist[-1 - age] if age < len(self._alpha_hist) else alpha
             else:  # a buffering engine is warming up: hand back the input, resized, so the host never waits
                 y = resize(rgb, self.output_size(*rgb.shape[-2:]), "bicubic").clamp_(0.0, 1.0)
                 a = alpha
