@@ -853,3 +853,18 @@ def test_live_alpha_travels_with_its_frame():
             assert all(rgb == a for rgb, a, _ in seen)
         finally:
             node.close()
+
+
+def test_a_dropped_node_closes_its_link():
+    import gc
+
+    st = ServerThread(ServeConfig(port=free_port(), backend="classic", device="cpu"))
+    with st as url:
+        before = sum(t.name == "live-upscale-remote" for t in threading.enumerate())
+        node = UpscaleNode(backend="remote", model=url, device="cpu")
+        f = frames_u8(1)[0]
+        assert wait_until(lambda: len(st.server.sessions) == 1, 10, cook=lambda: node.cook(f))
+        del node
+        gc.collect()
+        assert wait_until(lambda: not st.server.sessions, 5)
+        assert wait_until(lambda: sum(t.name == "live-upscale-remote" for t in threading.enumerate()) == before, 5)

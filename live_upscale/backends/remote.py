@@ -40,6 +40,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -184,6 +185,9 @@ class RemoteEngine(Engine):
                                    keep=self._keep() if self.mode != "file" else None, stall_s=3.0 if self.mode != "file" else None,
                                    ca=self._ca)
         self._link_cls = RemoteLink
+        # an engine dropped without close() (its node let go) still closes its link and its thread
+        self._box = [self.link]
+        weakref.finalize(self, _close_box, self._box)
         self._next_id = 0
         self._expected: list[int] = []  # file mode: ids sent, in order, not yet returned
         self._gen = None
@@ -208,6 +212,7 @@ class RemoteEngine(Engine):
         self.link = self._link_cls(self.url, self.token, {**self.link.hello, "mode": mode},
                                    keep=self._keep() if live else None, stall_s=3.0 if live else None, ca=self._ca)
         self._key = (*self._key[:-1], mode)
+        self._box[0] = self.link
 
     def _keep(self, window: int | None = None) -> int:
         """Live results a link keeps: enough to still hold the one ``delay`` frames back."""
@@ -369,10 +374,17 @@ class RemoteEngine(Engine):
 
     def close(self) -> None:
         link, self.link = self.link, _Closed()
+        self._box[0] = None
         if self._live is not False and link.state in ("ready", "connecting", "down"):
             _release(self._key, link)  # a node re-creating its engine takes it back without reconnecting
         else:
             link.close()
+
+
+def _close_box(box: list) -> None:
+    link, box[0] = box[0], None
+    if link is not None:
+        link.close()
 
 
 class _Closed:
