@@ -868,3 +868,23 @@ def test_a_dropped_node_closes_its_link():
         gc.collect()
         assert wait_until(lambda: not st.server.sessions, 5)
         assert wait_until(lambda: sum(t.name == "live-upscale-remote" for t in threading.enumerate()) == before, 5)
+
+
+def test_a_pooled_link_carries_no_old_results():
+    with ServerThread(ServeConfig(port=free_port(), backend="classic", device="cpu")) as url:
+        node = UpscaleNode(backend="remote", model=url + " delay=2", scale=2.0, device="cpu")
+        f = frames_u8(1)[0]
+        try:
+            assert wait_until(lambda: node.engine is not None and len(node.engine.link.results) >= 2, 10,
+                              cook=lambda: node.cook(f))
+            old = node.engine
+            last = old._next_id
+            node.update(scale=3.0)  # a load-time parameter: the engine is re-created on the same link
+            e = node.load()
+            assert e is not old and e.link.sessions == 1
+            assert not e.link.results and e._next_id >= last - 8
+            assert wait_until(lambda: node.engine.status == "" and node.engine.passed < 30, 10,
+                              cook=lambda: node.cook(f))
+            assert node.cook(f).shape == (72, 96, 3)
+        finally:
+            node.close()

@@ -178,7 +178,12 @@ class RemoteEngine(Engine):
         self._key = (self.url, self.token, codec, items.get("ca"), items.get("backend"), items.get("model"), self.mode)
         self.link = _acquire(self._key) if self.mode != "file" else None
         self._live: bool | None = None if self.mode == "auto" else self.mode == "live"
-        if self.link is not None:
+        first_id = 0
+        if self.link is not None:  # from the pool: its old engine's frames are not this one's
+            with self.link.cond:
+                first_id = max([*self.link.results, *self.link.in_flight], default=-1) + 1
+                self.link.results.clear()
+                self.link.in_flight.clear()
             self.link.update_params(params)
         else:
             self.link = RemoteLink(self.url, self.token, {**hello, "mode": "live" if self.mode != "file" else "file"},
@@ -188,7 +193,7 @@ class RemoteEngine(Engine):
         # an engine dropped without close() (its node let go) still closes its link and its thread
         self._box = [self.link]
         weakref.finalize(self, _close_box, self._box)
-        self._next_id = 0
+        self._next_id = self._first_id = first_id  # a pooled link's ids go on: late old results never match
         self._expected: list[int] = []  # file mode: ids sent, in order, not yet returned
         self._gen = None
         self._allowed = 1 << 30  # live: frames in flight the server's queue depth allows (see process_live)
@@ -244,6 +249,8 @@ class RemoteEngine(Engine):
                 self.link.wake()  # a session the server closed for idleness comes back with the next cook
             want = out_size(x.shape[-2], x.shape[-1], self.scale)
             r = self.link.latest_at_or_before(fid - self.delay, want)
+            if r is not None and r.id < self._first_id:
+                r = None  # a late frame of the engine this link served before
             if r is not None and r.id != self._last_seen:
                 # frames queueing on the server only add latency: send fewer until its queue drains
                 self._last_seen = r.id
