@@ -888,3 +888,12 @@ def test_a_pooled_link_carries_no_old_results():
             assert node.cook(f).shape == (72, 96, 3)
         finally:
             node.close()
+
+
+@pytest.mark.parametrize("item", ["timeout=abc", "timeout=-1", "timeout=0", "window=abc", "window=0"])
+def test_bad_window_or_timeout_is_one_clear_load_error(item):
+    from live_upscale.errors import BackendUnavailable
+
+    node = UpscaleNode(backend="remote", model=f"http://127.0.0.1:{free_port()} {item}", device="cpu")
+    with pytest.raises(BackendUnavailable, match=item.split("=")[0]):
+        node.load()

@@ -158,8 +158,13 @@ class RemoteEngine(Engine):
         codec = items.get("codec", "raw" if _loopback(self.url) else "jpeg")
         if codec not in ("raw", "png", "jpeg"):
             raise InputError("remote item codec must be raw, png or jpeg")
-        self.timeout = float(items.get("timeout", 30.0))
-        self._window_item = items.get("window")
+        try:
+            self.timeout = float(items.get("timeout", 30.0))
+        except ValueError:
+            self.timeout = float("nan")
+        if not 0 < self.timeout <= 3600:  # nan fails this too
+            raise InputError("remote item timeout must be a number of seconds above 0, at most 3600")
+        self._window_item = _int(items, "window", 1, 1, 1024) if items.get("window") is not None else None
         params: dict[str, Any] = {
             "scale": config.scale, "precision": config.precision,
             **{k: opts.pop(k) for k in ("quality", "prescale", "sharpen", "stabilize", "scene_cut", "compile") if k in opts},
@@ -226,7 +231,7 @@ class RemoteEngine(Engine):
     @property
     def window(self) -> int:
         if self._window_item is not None:
-            return max(1, int(self._window_item))
+            return self._window_item
         r = self.link.ready
         chunk, delay = int(r.get("chunk", 1) or 1), int(r.get("delay", 0) or 0)
         return max(2 if self._live else 4, chunk + delay + 1, self.delay + 1 if self._live else 0)
