@@ -649,3 +649,45 @@ def test_a_file_spliced_onto_itself_encodes_with_repaired_timestamps(tmp_path, c
     assert "renumbered" in err
     fr = frames_of(tmp_path / "out.mp4")
     assert len(fr) >= 4 and all(b.pts > a.pts for a, b in zip(fr, fr[1:]))
+
+
+# --- review 2: alpha and colour-key transparency ----------------------------------------------------
+
+
+@pytest.mark.parametrize("mode,key", [("L", 10), ("RGB", (10, 20, 30))])
+def test_colour_key_transparency_of_grey_and_rgb_png_becomes_alpha(tmp_path, capsys, mode, key):
+    a = np.full((16, 16, 3), 200, np.uint8)
+    a[4:12, 4:12] = (10, 20, 30)
+    im = Image.fromarray(a[..., 0] if mode == "L" else a)  # the square is the key colour: transparent
+    src = tmp_path / f"key_{mode}.png"
+    im.save(src, transparency=key)
+    rc, out, err = cli(capsys, src, "-o", tmp_path / "o.png")
+    assert rc == 0, err
+    with Image.open(tmp_path / "o.png") as o:
+        assert o.mode == ("LA" if mode == "L" else "RGBA")
+        alpha = np.asarray(o)[..., -1]
+    assert alpha[16, 16] == 0 and alpha[20, 10] == 0 and alpha[0, 0] == 255 and alpha[31, 31] == 255
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".bmp"])
+def test_grey_alpha_to_jpeg_and_bmp_is_written(tmp_path, capsys, suffix):
+    src = tmp_path / "la.png"
+    Image.fromarray(np.dstack([np.full((8, 8), 90, np.uint8), np.full((8, 8), 128, np.uint8)]), "LA").save(src)
+    rc, out, err = cli(capsys, src, "-o", tmp_path / f"o{suffix}")
+    assert rc == 0, err
+    with Image.open(tmp_path / f"o{suffix}") as o:
+        assert o.size == (16, 16)
+        assert o.mode == "L" if suffix == ".jpg" else o.mode in ("RGB", "RGBA")
+    assert ("alpha is dropped" in err + out) == (suffix == ".jpg")
+
+
+def test_palette_with_transparency_to_jpeg_says_alpha_is_dropped(tmp_path, capsys):
+    src = tmp_path / "pal.png"
+    im = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) % 4, "P")
+    im.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 756)
+    im.save(src, transparency=0)
+    rc, out, err = cli(capsys, src, "-o", tmp_path / "o.jpg")
+    assert rc == 0, err
+    assert "alpha is dropped" in err + out
+    with Image.open(tmp_path / "o.jpg") as o:
+        assert o.mode == "RGB"

@@ -45,6 +45,7 @@ _MP4_AUDIO = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}
 # A header promising more pixels than this is refused before anything is allocated (Pillow's own
 # decompression-bomb limit, ~89 Mpx: a 9459x9459 image; 8K video is 33 Mpx).
 MAX_PIXELS = 89_478_485
+_ALPHA_MODES = ("RGBA", "LA", "La", "PA", "RGBa")
 _SAVE_OPTIONS = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"quality": 95}}
 
 
@@ -72,6 +73,7 @@ class Still:
     mode: str  # Pillow's mode
     deep: bool  # 16 bits per channel
     meta: dict = field(default_factory=dict)  # EXIF (orientation), ICC profile, dpi: written back unchanged
+    alpha: bool = False  # an alpha channel, or PNG/GIF colour-key transparency (tRNS)
 
 
 def list_frames(folder: str | Path) -> list[Path]:
@@ -121,6 +123,7 @@ def image_header(path: Path) -> Still:
             mode = im.mode
             tile = im.tile[0] if im.tile else None
             meta = {k: im.info[k] for k in ("exif", "icc_profile", "dpi") if im.info.get(k)}
+            transparent = "transparency" in im.info
     except PermissionError:
         raise InputError(f"cannot read {path}: permission denied") from None
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for a bad file
@@ -131,7 +134,8 @@ def image_header(path: Path) -> Still:
     raw = tile[3] if tile is not None and len(tile) > 3 else None
     raw = raw[0] if isinstance(raw, tuple) and raw else raw
     deep = mode.startswith("I;16") or (isinstance(raw, str) and ";16" in raw)
-    return Still(path, (w, h), mode, deep, meta)
+    alpha = mode in _ALPHA_MODES or transparent
+    return Still(path, (w, h), mode, deep, meta, alpha)
 
 
 def _short(e: BaseException) -> str:
@@ -162,13 +166,13 @@ def read_image(path: Path | Still) -> tuple[np.ndarray, str]:
                     a = np.asarray(im)
                     a = np.clip(a, 0, 65535).astype(np.uint16) if a.dtype != np.uint16 else a
                     return a, "HWC:GRAY:uint16"
-                if im.mode == "L":
+                if im.mode == "L" and "transparency" not in im.info:
                     return np.asarray(im), "HWC:GRAY:uint8"
-                if im.mode in ("RGB", "RGBA"):
+                if im.mode == "RGBA" or (im.mode == "RGB" and "transparency" not in im.info):
                     return np.asarray(im), f"HWC:{im.mode}:uint8"
                 if im.mode == "1":
                     return np.asarray(im.convert("L")), "HWC:GRAY:uint8"
-                alpha = im.mode in ("LA", "La", "PA", "RGBa") or "transparency" in im.info
+                alpha = im.mode in _ALPHA_MODES or "transparency" in im.info  # tRNS becomes alpha
                 im2 = im.convert("RGBA" if alpha else "RGB")
                 return np.asarray(im2), f"HWC:{im2.mode}:uint8"
     except InputError:
@@ -207,10 +211,10 @@ def write_image(path: Path, frame: np.ndarray, fmt: str = "HWC:RGB:uint8", mode:
         _write_deep_png(path, frame)
         return
     im = Image.fromarray(frame)
-    if mode in ("LA", "La", "PA") and im.mode == "RGBA":
+    if mode in ("L", "LA", "La") and im.mode == "RGBA" and suffix != ".bmp":  # grey+alpha (BMP has no LA)
         im = im.convert("LA")
-    elif suffix in (".jpg", ".jpeg") and im.mode == "RGBA":
-        im = im.convert("RGB")
+    if suffix in (".jpg", ".jpeg") and im.mode in ("RGBA", "LA"):
+        im = im.convert("RGB" if im.mode == "RGBA" else "L")
     opts = dict(_SAVE_OPTIONS.get(suffix, {}))
     for k, v in (meta or {}).items():
         if k != "dpi" or suffix in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):
@@ -482,7 +486,7 @@ def _describe(p: Plan) -> None:
         if p.out == "video":
             if any(s.deep for s in p.stills):
                 p.notes.append("16-bit frames are written as 8-bit video")
-            if any(s.mode in ("RGBA", "LA", "La", "PA", "RGBa") for s in p.stills):
+            if any(s.alpha for s in p.stills):
                 p.notes.append("alpha is dropped: the video has no alpha channel")
         else:
             if any(s.mode == "P" for s in p.stills):
@@ -494,8 +498,7 @@ def _describe(p: Plan) -> None:
                 suffix(s) == ".png" or (suffix(s) in (".tif", ".tiff") and s.mode.startswith("I")))})
             if lose:
                 p.notes.append(f"16-bit images are written with 8 bits as {', '.join(lose)} (use .png to keep 16)")
-            if p.out == "image" and p.dst.suffix.lower() in (".jpg", ".jpeg") and any(
-                    s.mode in ("RGBA", "LA", "La", "PA", "RGBa") for s in p.stills):
+            if any(s.alpha and suffix(s) in (".jpg", ".jpeg") for s in p.stills):
                 p.notes.append("alpha is dropped: JPEG has no alpha channel (use .png)")
     if p.video is not None:
         if p.video.deep and p.out == "video":
