@@ -691,3 +691,14 @@ def test_palette_with_transparency_to_jpeg_says_alpha_is_dropped(tmp_path, capsy
     assert "alpha is dropped" in err + out
     with Image.open(tmp_path / "o.jpg") as o:
         assert o.mode == "RGB"
+
+
+def test_webm_output_re_encodes_aac_audio_as_opus(tmp_path, capsys):
+    src = tmp_path / "a.mp4"
+    media.write_test_clip(src, frames=6, size=(32, 24))
+    rc, out, err = cli(capsys, src, "-o", tmp_path / "o.webm")
+    assert rc == 0, err
+    assert "re-encoded as opus" in err + out
+    with av.open(str(tmp_path / "o.webm")) as c:
+        assert [s.codec_context.name for s in c.streams] == ["vp9", "opus"]
+        assert sum(1 for _ in c.decode(audio=0)) > 0

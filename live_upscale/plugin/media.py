@@ -42,6 +42,9 @@ VIDEO_EXTS = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 # audio codecs an mp4/mov can carry as they are; anything else is re-encoded to AAC there
 _MP4_AUDIO = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}
+# audio codecs each container takes as they are, and what others are re-encoded to (MKV and AVI take all)
+_AUDIO_FOR = {".mp4": (_MP4_AUDIO, "aac"), ".m4v": (_MP4_AUDIO, "aac"), ".mov": (_MP4_AUDIO, "aac"),
+              ".webm": ({"opus", "vorbis"}, "libopus")}
 # A header promising more pixels than this is refused before anything is allocated (Pillow's own
 # decompression-bomb limit, ~89 Mpx: a 9459x9459 image; 8K video is 33 Mpx).
 MAX_PIXELS = 89_478_485
@@ -925,6 +928,9 @@ def _to_video(node, p: Plan, tmp: Path, batch, crf, progress, fps_override) -> J
             else:
                 notes.append(f"the input's rotation ({vi.rotation} degrees) is not kept: this PyAV cannot write it")
         aout, a_transcode = _audio_stream(out, ain, p.dst)
+        if a_transcode:
+            notes.append(f"the audio ({vi.audio}) is re-encoded as {aout.codec_context.name.removeprefix('lib')}: "
+                         f"{p.dst.suffix.lower()} cannot hold {vi.audio}")
         bad_audio = [0]
         last = {"pts": None, "fixed": 0}
         step = max(1, round(1 / (float(rate) * float(time_base))))  # one frame in time_base units
@@ -1010,8 +1016,10 @@ def _audio_stream(out, ain, dst: Path):
     if ain is None:
         return None, None
     name = ain.codec_context.name
-    if dst.suffix.lower() in (".mp4", ".mov", ".m4v") and name not in _MP4_AUDIO:
-        aout = out.add_stream("aac", rate=ain.codec_context.sample_rate or 48000)
+    takes, codec = _AUDIO_FOR.get(dst.suffix.lower(), (None, None))
+    if takes is not None and name not in takes:  # re-encoded to a codec the container takes
+        rate = ain.codec_context.sample_rate or 48000
+        aout = out.add_stream(codec, rate=48000 if codec == "libopus" else rate)  # Opus: 48 kHz (resampled)
         return aout, True
     return out.add_stream_from_template(ain), None
 
