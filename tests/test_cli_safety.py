@@ -400,7 +400,8 @@ def test_read_only_destination_is_one_line(tmp_path, clip, capsys):
     (["--sharpen", "5"], ["--sharpen 5", "from 0 to 2"]),
     (["--batch", "0"], ["--batch 0", "from 1 to 4096"]),
     (["--batch", "1.5"], ["--batch 1.5", "whole number"]),
-    (["--fps", "0"], ["--fps 0", "more than 0"]),
+    (["--fps", "0"], ["--fps 0", "from 0.01 to 1000"]),
+    (["--fps", "0.0001"], ["--fps 0.0001", "from 0.01 to 1000"]),  # once a ZeroDivisionError
     (["--fps", "x"], ["--fps x", "not a number"]),
     (["--fps", "nan"], ["--fps", "finite"]),
     (["--crf", "99"], ["--crf 99", "from 0 to 51"]),
@@ -702,3 +703,13 @@ def test_webm_output_re_encodes_aac_audio_as_opus(tmp_path, capsys):
     with av.open(str(tmp_path / "o.webm")) as c:
         assert [s.codec_context.name for s in c.streams] == ["vp9", "opus"]
         assert sum(1 for _ in c.decode(audio=0)) > 0
+
+
+def test_slowest_fps_writes_a_video(tmp_path, capsys):
+    src = tmp_path / "a.mp4"
+    media.write_test_clip(src, frames=3, size=(32, 24), audio=False)
+    rc, out, err = cli(capsys, src, "-o", tmp_path / "o.mp4", "--fps", "0.01")
+    assert rc == 0, err
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        assert c.streams.video[0].average_rate == Fraction(1, 100)
+    assert media._rate(1e-9) > 0

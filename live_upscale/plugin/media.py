@@ -888,16 +888,22 @@ def _codec_for(dst: Path, width: int, height: int) -> tuple[str, str]:
     return codec, "yuv444p" if odd else "yuv420p"
 
 
+def _rate(fps: float) -> Fraction:
+    """A frame rate as a fraction (NTSC's x/1001 exact); never 0, whatever the caller let through."""
+    r = Fraction(fps).limit_denominator(1001)
+    return r if r > 0 else Fraction(1, 1001)
+
+
 def _to_video(node, p: Plan, tmp: Path, batch, crf, progress, fps_override) -> Job:
     import av
 
     vi = p.video
     src = p.src
     if vi is not None:
-        rate = Fraction(fps_override).limit_denominator(1001) if fps_override else vi.rate
+        rate = _rate(fps_override) if fps_override else vi.rate
         time_base = vi.time_base if (vi.time_base and not fps_override) else 1 / rate
     else:
-        rate = Fraction(fps_override).limit_denominator(1001) if fps_override else Fraction(30)
+        rate = _rate(fps_override) if fps_override else Fraction(30)
         time_base = 1 / rate
     out_w, out_h = _video_size(node, p)
     codec, pix_fmt = _codec_for(p.dst, out_w, out_h)
