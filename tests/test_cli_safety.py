@@ -713,3 +713,12 @@ def test_slowest_fps_writes_a_video(tmp_path, capsys):
     with av.open(str(tmp_path / "o.mp4")) as c:
         assert c.streams.video[0].average_rate == Fraction(1, 100)
     assert media._rate(1e-9) > 0
+
+
+@pytest.mark.parametrize("name", ["x" * 300 + "/o.png", "x" * 300 + ".png", "x" * 300 + "/"])
+def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path, capsys, name):
+    src = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(src)
+    rc, out, err = cli(capsys, src, "-o", f"{tmp_path}/{name}")
+    one_error(rc, err, "bytes", "file system takes at most", "shorter name")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]

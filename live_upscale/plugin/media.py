@@ -387,6 +387,7 @@ def plan(src: str | Path, dst: str | Path, *, overwrite: bool = False) -> Plan:
         raise OutputError(f"output {raw}: cannot replace the root of a file system; choose a folder inside it")
     if not os.path.lexists(src):
         raise InputError(f"input not found: {src}")
+    _check_name_lengths(dst)
     if src.is_dir():
         stills = [image_header(p) for p in list_frames(src)]
         p = Plan(src, dst, "folder", _output_kind(dst, raw), stills=stills, overwrite=overwrite)
@@ -397,6 +398,26 @@ def plan(src: str | Path, dst: str | Path, *, overwrite: bool = False) -> Plan:
     _check_destination(p)
     _describe(p)
     return p
+
+
+_TMP_EXTRA = 16  # what the temporary sibling adds to the output's name: ".NAME.PID.part"
+
+
+def _check_name_lengths(dst: Path) -> None:
+    """Each folder name fits the file system's limit, and the output's name leaves room for the temporary's."""
+    base = dst
+    while not os.path.isdir(base) and base != base.parent:  # (isdir: False for a name too long)
+        base = base.parent
+    try:
+        limit = os.pathconf(base, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    for part in dst.parts[1:]:
+        room = limit - (_TMP_EXTRA if part == dst.name else 0)
+        n = len(os.fsencode(part))
+        if n > room:
+            raise OutputError(f"output {part[:24]}...{part[-12:]}: the name is {n} bytes, the file system takes at "
+                              f"most {room} here; choose a shorter name")
 
 
 def _check_destination(p: Plan) -> None:
