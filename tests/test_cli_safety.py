@@ -722,3 +722,11 @@ def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path, capsys, name)
     rc, out, err = cli(capsys, src, "-o", f"{tmp_path}/{name}")
     one_error(rc, err, "bytes", "file system takes at most", "shorter name")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_a_video_larger_than_h264_takes_is_refused_before_anything_is_written(tmp_path, capsys):
+    src = tmp_path / "wide.png"
+    Image.new("RGB", (8200, 2)).save(src)
+    rc, out, err = cli(capsys, src, "-o", tmp_path / "o.mp4")  # x2: 16400 px wide
+    one_error(rc, err, "16400x4", "16384", ".webm", "--scale")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.png"]

@@ -903,6 +903,11 @@ def _codec_for(dst: Path, width: int, height: int) -> tuple[str, str]:
     codec = "libvpx-vp9" if dst.suffix.lower() == ".webm" else "libx264"
     if codec not in av.codecs_available:
         codec = "mpeg4"
+    side = {"libx264": 16384, "mpeg4": 8191, "libvpx-vp9": 65536}[codec]  # the encoders' largest side
+    if max(width, height) > side:
+        other = " use .webm (VP9 takes up to 65536 px)," if codec != "libvpx-vp9" else ""
+        raise OutputError(f"{dst}: the output would be {width}x{height} and {codec} encodes at most {side} px a "
+                          f"side;{other} write a folder of frames, or choose a smaller --scale")
     odd = width % 2 or height % 2
     if odd and codec == "mpeg4":
         raise OutputError(f"{codec} cannot encode odd sizes ({width}x{height}); write a folder or use an even --scale")
