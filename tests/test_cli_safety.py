@@ -730,3 +730,54 @@ def test_a_video_larger_than_h264_takes_is_refused_before_anything_is_written(tm
     rc, out, err = cli(capsys, src, "-o", tmp_path / "o.mp4")  # x2: 16400 px wide
     one_error(rc, err, "16400x4", "16384", ".webm", "--scale")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.png"]
+
+
+def _ffv1(path: Path, frames: list[np.ndarray], pix_fmt: str, fmt: str) -> Path:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=24)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = pix_fmt
+        for i, a in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(a, format=fmt)
+            f.pts = i
+            for pkt in s.encode(f):
+                c.mux(pkt)
+        for pkt in s.encode(None):
+            c.mux(pkt)
+    return path
+
+
+@pytest.mark.parametrize("pix_fmt,mode,dtype", [("gray16le", "I;16", np.uint16), ("gray", "L", np.uint8),
+                                                ("rgb48le", "RGB", np.uint16)])
+def test_video_to_frames_keeps_grey_and_16_bits(tmp_path, capsys, pix_fmt, mode, dtype):
+    ramp = np.linspace(0, np.iinfo(dtype).max, 32, dtype=np.float64).astype(dtype)
+    a = np.tile(ramp, (16, 1))
+    if pix_fmt == "rgb48le":
+        a = np.dstack([a, a[:, ::-1], a])
+    src = _ffv1(tmp_path / "v.mkv", [a, a], pix_fmt, pix_fmt)
+    rc, out, err = cli(capsys, src, "-o", tmp_path / "frames/")
+    assert rc == 0, err
+    png = tmp_path / "frames" / "000001.png"
+    if pix_fmt == "rgb48le":
+        got, _ = media.read_image(png)
+        assert got.dtype == np.uint16 and got.shape == (32, 64, 3)
+    else:
+        with Image.open(png) as im:
+            assert im.mode == mode and im.size == (64, 32)
+            got = np.asarray(im)
+    assert got.max() > (60000 if dtype == np.uint16 else 240)
+    if dtype == np.uint16:  # 16 bits: not 8-bit values widened (v * 257)
+        assert (got % 257 != 0).mean() > 0.5
+
+
+def test_rotated_video_to_frames_is_turned_as_displayed(tmp_path, capsys):
+    plain = media.write_test_clip(tmp_path / "p.mp4", frames=2, size=(48, 32), audio=False)
+    turned = media.write_test_clip(tmp_path / "r.mp4", frames=2, size=(48, 32), audio=False, rotation=90)
+    assert cli(capsys, plain, "-o", tmp_path / "pf/")[0] == 0
+    rc, out, err = cli(capsys, turned, "-o", tmp_path / "rf/")
+    assert rc == 0 and "turned 90 degrees" in err + out
+    a = np.asarray(Image.open(tmp_path / "pf" / "000001.png")).astype(np.float32)
+    b = np.asarray(Image.open(tmp_path / "rf" / "000001.png")).astype(np.float32)
+    assert b.shape == (96, 64, 3)
+    ccw, cw = np.abs(np.rot90(a, 1) - b).mean(), np.abs(np.rot90(a, 3) - b).mean()
+    assert ccw < 3 and cw > 10 * ccw  # display rotation 90 = a quarter turn counterclockwise (ffmpeg's sense)

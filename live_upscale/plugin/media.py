@@ -261,6 +261,14 @@ class VideoInfo:
     matrix: list[int] | None  # display matrix (rotation/flip) to keep
     rotation: int = 0
     deep: bool = False  # more than 8 bits per channel
+    gray: bool = False  # one channel (luma only)
+
+    @property
+    def image_format(self) -> tuple[str, str]:
+        """(PyAV pixel format, ``FrameFormat``) its frames are decoded to for images: depth and grey kept."""
+        if self.gray:
+            return ("gray16le", "HWC:GRAY:uint16") if self.deep else ("gray", "HWC:GRAY:uint8")
+        return ("rgb48le", "HWC:RGB:uint16") if self.deep else ("rgb24", "HWC:RGB:uint8")
 
 
 def _av_errors() -> tuple[type[BaseException], ...]:
@@ -303,12 +311,13 @@ def probe_video(path: Path) -> VideoInfo:
         matrix, rot = _display_matrix(first)
         try:
             deep = max(c.bits for c in first.format.components) > 8
+            gray = len(first.format.components) == 1 or first.format.name.startswith(("gray", "ya"))
         except (AttributeError, ValueError):
-            deep = False
+            deep = gray = False
         return VideoInfo(
             size=(first.width, first.height), rate=Fraction(rate), time_base=v.time_base,
             frames=v.frames or None, audio=_audio_codec(c),
-            matrix=matrix, rotation=rot, deep=deep,
+            matrix=matrix, rotation=rot, deep=deep, gray=gray,
         )
     finally:
         c.close()
@@ -527,6 +536,15 @@ def _describe(p: Plan) -> None:
     if p.video is not None:
         if p.video.deep and p.out == "video":
             p.notes.append("a video of more than 8 bits per channel is written as 8-bit H.264")
+        if p.video.matrix is not None and p.out != "video":
+            m = p.video.matrix
+            turn = round(p.video.rotation / 90) % 4 * 90
+            mirrored = m[0] * m[4] - m[1] * m[3] < 0
+            if mirrored or turn != p.video.rotation % 360:
+                p.notes.append(f"the input's display matrix ({p.video.rotation} degrees{', mirrored' if mirrored else ''})"
+                               f" is applied only as a {turn} degree turn to the frames")
+            elif turn:
+                p.notes.append(f"the frames are turned {turn} degrees counterclockwise, as the video is displayed")
         if p.video.audio and p.out != "video":
             p.notes.append("the audio is not written: a folder of frames has no audio")
 
@@ -868,8 +886,10 @@ def _to_images(node, p: Plan, tmp: Path, batch: int, progress) -> Job:
     b = _Batcher(node, batch, save)
     try:
         if p.kind == "video":
-            for i, (frame, _pts) in enumerate(_decode_video(p.src)):
-                b.push(frame, i + 1)
+            pix, fmt = p.video.image_format
+            turn = round(p.video.rotation / 90) % 4 if p.video.matrix is not None else 0
+            for i, (frame, _pts) in enumerate(_decode_video(p.src, pix)):
+                b.push(np.ascontiguousarray(np.rot90(frame, turn)) if turn else frame, i + 1, fmt)
         else:
             for s in p.stills:
                 arr, fmt = read_image(s)
@@ -881,7 +901,7 @@ def _to_images(node, p: Plan, tmp: Path, batch: int, progress) -> Job:
         raise
 
 
-def _decode_video(path: Path) -> Iterator[tuple[np.ndarray, int | None]]:
+def _decode_video(path: Path, pix_fmt: str = "rgb24") -> Iterator[tuple[np.ndarray, int | None]]:
     import av
 
     with av.open(str(path), metadata_errors="replace") as c:
@@ -891,7 +911,7 @@ def _decode_video(path: Path) -> Iterator[tuple[np.ndarray, int | None]]:
         try:
             for frame in c.decode(v):
                 n += 1
-                yield frame.to_ndarray(format="rgb24"), frame.pts
+                yield frame.to_ndarray(format=pix_fmt), frame.pts
         except av.FFmpegError as e:
             raise InputError(f"{path}: truncated or corrupt video after frame {n} ({_short(e)})") from None
 
