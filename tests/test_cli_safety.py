@@ -400,7 +400,8 @@ def test_read_only_destination_is_one_line(tmp_path, clip, capsys):
     (["--sharpen", "5"], ["--sharpen 5", "from 0 to 2"]),
     (["--batch", "0"], ["--batch 0", "from 1 to 4096"]),
     (["--batch", "1.5"], ["--batch 1.5", "whole number"]),
-    (["--fps", "0"], ["--fps 0", "more than 0"]),
+    (["--fps", "0"], ["--fps 0", "from 0.01 to 1000"]),
+    (["--fps", "0.0001"], ["--fps 0.0001", "from 0.01 to 1000"]),  # once a ZeroDivisionError
     (["--fps", "x"], ["--fps x", "not a number"]),
     (["--fps", "nan"], ["--fps", "finite"]),
     (["--crf", "99"], ["--crf 99", "from 0 to 51"]),
@@ -649,3 +650,134 @@ def test_a_file_spliced_onto_itself_encodes_with_repaired_timestamps(tmp_path, c
     assert "renumbered" in err
     fr = frames_of(tmp_path / "out.mp4")
     assert len(fr) >= 4 and all(b.pts > a.pts for a, b in zip(fr, fr[1:]))
+
+
+# --- review 2: alpha and colour-key transparency ----------------------------------------------------
+
+
+@pytest.mark.parametrize("mode,key", [("L", 10), ("RGB", (10, 20, 30))])
+def test_colour_key_transparency_of_grey_and_rgb_png_becomes_alpha(tmp_path, capsys, mode, key):
+    a = np.full((16, 16, 3), 200, np.uint8)
+    a[4:12, 4:12] = (10, 20, 30)
+    im = Image.fromarray(a[..., 0] if mode == "L" else a)  # the square is the key colour: transparent
+    src = tmp_path / f"key_{mode}.png"
+    im.save(src, transparency=key)
+    rc, out, err = cli(capsys, src, "-o", tmp_path / "o.png")
+    assert rc == 0, err
+    with Image.open(tmp_path / "o.png") as o:
+        assert o.mode == ("LA" if mode == "L" else "RGBA")
+        alpha = np.asarray(o)[..., -1]
+    assert alpha[16, 16] == 0 and alpha[20, 10] == 0 and alpha[0, 0] == 255 and alpha[31, 31] == 255
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".bmp"])
+def test_grey_alpha_to_jpeg_and_bmp_is_written(tmp_path, capsys, suffix):
+    src = tmp_path / "la.png"
+    Image.fromarray(np.dstack([np.full((8, 8), 90, np.uint8), np.full((8, 8), 128, np.uint8)]), "LA").save(src)
+    rc, out, err = cli(capsys, src, "-o", tmp_path / f"o{suffix}")
+    assert rc == 0, err
+    with Image.open(tmp_path / f"o{suffix}") as o:
+        assert o.size == (16, 16)
+        assert o.mode == "L" if suffix == ".jpg" else o.mode in ("RGB", "RGBA")
+    assert ("alpha is dropped" in err + out) == (suffix == ".jpg")
+
+
+def test_palette_with_transparency_to_jpeg_says_alpha_is_dropped(tmp_path, capsys):
+    src = tmp_path / "pal.png"
+    im = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) % 4, "P")
+    im.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 756)
+    im.save(src, transparency=0)
+    rc, out, err = cli(capsys, src, "-o", tmp_path / "o.jpg")
+    assert rc == 0, err
+    assert "alpha is dropped" in err + out
+    with Image.open(tmp_path / "o.jpg") as o:
+        assert o.mode == "RGB"
+
+
+def test_webm_output_re_encodes_aac_audio_as_opus(tmp_path, capsys):
+    src = tmp_path / "a.mp4"
+    media.write_test_clip(src, frames=6, size=(32, 24))
+    rc, out, err = cli(capsys, src, "-o", tmp_path / "o.webm")
+    assert rc == 0, err
+    assert "re-encoded as opus" in err + out
+    with av.open(str(tmp_path / "o.webm")) as c:
+        assert [s.codec_context.name for s in c.streams] == ["vp9", "opus"]
+        assert sum(1 for _ in c.decode(audio=0)) > 0
+
+
+def test_slowest_fps_writes_a_video(tmp_path, capsys):
+    src = tmp_path / "a.mp4"
+    media.write_test_clip(src, frames=3, size=(32, 24), audio=False)
+    rc, out, err = cli(capsys, src, "-o", tmp_path / "o.mp4", "--fps", "0.01")
+    assert rc == 0, err
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        assert c.streams.video[0].average_rate == Fraction(1, 100)
+    assert media._rate(1e-9) > 0
+
+
+@pytest.mark.parametrize("name", ["x" * 300 + "/o.png", "x" * 300 + ".png", "x" * 300 + "/"])
+def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path, capsys, name):
+    src = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(src)
+    rc, out, err = cli(capsys, src, "-o", f"{tmp_path}/{name}")
+    one_error(rc, err, "bytes", "file system takes at most", "shorter name")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_a_video_larger_than_h264_takes_is_refused_before_anything_is_written(tmp_path, capsys):
+    src = tmp_path / "wide.png"
+    Image.new("RGB", (8200, 2)).save(src)
+    rc, out, err = cli(capsys, src, "-o", tmp_path / "o.mp4")  # x2: 16400 px wide
+    one_error(rc, err, "16400x4", "16384", ".webm", "--scale")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.png"]
+
+
+def _ffv1(path: Path, frames: list[np.ndarray], pix_fmt: str, fmt: str) -> Path:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=24)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = pix_fmt
+        for i, a in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(a, format=fmt)
+            f.pts = i
+            for pkt in s.encode(f):
+                c.mux(pkt)
+        for pkt in s.encode(None):
+            c.mux(pkt)
+    return path
+
+
+@pytest.mark.parametrize("pix_fmt,mode,dtype", [("gray16le", "I;16", np.uint16), ("gray", "L", np.uint8),
+                                                ("rgb48le", "RGB", np.uint16)])
+def test_video_to_frames_keeps_grey_and_16_bits(tmp_path, capsys, pix_fmt, mode, dtype):
+    ramp = np.linspace(0, np.iinfo(dtype).max, 32, dtype=np.float64).astype(dtype)
+    a = np.tile(ramp, (16, 1))
+    if pix_fmt == "rgb48le":
+        a = np.dstack([a, a[:, ::-1], a])
+    src = _ffv1(tmp_path / "v.mkv", [a, a], pix_fmt, pix_fmt)
+    rc, out, err = cli(capsys, src, "-o", tmp_path / "frames/")
+    assert rc == 0, err
+    png = tmp_path / "frames" / "000001.png"
+    if pix_fmt == "rgb48le":
+        got, _ = media.read_image(png)
+        assert got.dtype == np.uint16 and got.shape == (32, 64, 3)
+    else:
+        with Image.open(png) as im:
+            assert im.mode == mode and im.size == (64, 32)
+            got = np.asarray(im)
+    assert got.max() > (60000 if dtype == np.uint16 else 240)
+    if dtype == np.uint16:  # 16 bits: not 8-bit values widened (v * 257)
+        assert (got % 257 != 0).mean() > 0.5
+
+
+def test_rotated_video_to_frames_is_turned_as_displayed(tmp_path, capsys):
+    plain = media.write_test_clip(tmp_path / "p.mp4", frames=2, size=(48, 32), audio=False)
+    turned = media.write_test_clip(tmp_path / "r.mp4", frames=2, size=(48, 32), audio=False, rotation=90)
+    assert cli(capsys, plain, "-o", tmp_path / "pf/")[0] == 0
+    rc, out, err = cli(capsys, turned, "-o", tmp_path / "rf/")
+    assert rc == 0 and "turned 90 degrees" in err + out
+    a = np.asarray(Image.open(tmp_path / "pf" / "000001.png")).astype(np.float32)
+    b = np.asarray(Image.open(tmp_path / "rf" / "000001.png")).astype(np.float32)
+    assert b.shape == (96, 64, 3)
+    ccw, cw = np.abs(np.rot90(a, 1) - b).mean(), np.abs(np.rot90(a, 3) - b).mean()
+    assert ccw < 3 and cw > 10 * ccw  # display rotation 90 = a quarter turn counterclockwise (ffmpeg's sense)

@@ -109,3 +109,17 @@ def test_cook_numpy_in_numpy_out():
     node = UpscaleNode(backend="classic", scale=1.5)
     out = node.cook(np.zeros((10, 20, 3), np.uint8))
     assert isinstance(out, np.ndarray) and out.shape == (15, 30, 3)
+
+
+@pytest.mark.parametrize("fmt", ["HWC:RGB:uint8", "HWC:RGBA:uint8", "HWC:BGR:float32", "HWC:RGBA:float32"])
+def test_encode_paths_agree_on_nan_and_inf(fmt):
+    """OpenCV (CPU float32) and torch (here: float64 input) encode NaN as 0 and +-Inf as 1 and 0 alike."""
+    v = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.5, 2.0, -1.0])
+    rgb = v.reshape(1, 1, 2, 3).expand(1, 3, 2, 3).contiguous()
+    alpha = v.reshape(1, 1, 2, 3)
+    cv = formats.encode(rgb, fmt, alpha)
+    assert formats._encode_cv(rgb, formats.FrameFormat.parse(fmt), alpha) is not None  # the OpenCV path ran
+    ref = formats.encode(rgb.double(), fmt, alpha.double())  # float64: the torch path
+    assert torch.equal(cv, ref.to(cv.dtype))
+    top = 255 if fmt.endswith("uint8") else 1.0
+    assert cv[..., 0].flatten().tolist() == [0, top, 0, round(top / 2 + 0.01) if top == 255 else 0.5, top, 0]

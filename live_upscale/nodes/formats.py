@@ -275,7 +275,7 @@ def encode(
     fast = _encode_cv(rgb, fmt, alpha)
     if fast is not None:
         return fast
-    x = rgb[0].float().clamp(0.0, 1.0)
+    x = rgb[0].float().clamp(0.0, 1.0).nan_to_num_(0.0)  # NaN -> 0, as the OpenCV path
     h, w = x.shape[-2:]
     order = fmt.channels
     if order == "GRAY":
@@ -289,7 +289,7 @@ def encode(
             a = alpha.to(x.device, torch.float32)
             if a.shape[-2:] != (h, w):
                 a = F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)
-            a = a[0].clamp(0.0, 1.0)
+            a = a[0].clamp(0.0, 1.0).nan_to_num_(0.0)
         x = torch.cat([x, a], 0)
     if fmt.flipped:
         x = x.flip(1)
@@ -385,7 +385,9 @@ def _encode_cv(rgb: torch.Tensor, fmt: FrameFormat, alpha: torch.Tensor | None) 
         x = cv2.merge(planes[::-1] if fmt.channels.startswith("BGR") else planes)
     u8 = fmt.dtype == "uint8"
     x = cv2.threshold(x, 0.0, 0.0, cv2.THRESH_TOZERO)[1]  # a new array: the frame itself is never written
-    x = cv2.convertScaleAbs(x, alpha=255.0) if u8 else cv2.threshold(x, 1.0, 1.0, cv2.THRESH_TRUNC, dst=x)[1]
+    cv2.patchNaNs(x, 0.0)  # NaN -> 0, as the torch path
+    x = cv2.threshold(x, 1.0, 1.0, cv2.THRESH_TRUNC, dst=x)[1]  # +Inf -> 1 (convertScaleAbs would make it 0)
+    x = cv2.convertScaleAbs(x, alpha=255.0) if u8 else x
     if fmt.n_channels == 4:
         if alpha is None:
             a = np.full((h, w), 255 if u8 else 1.0, np.uint8 if u8 else np.float32)
@@ -394,7 +396,9 @@ def _encode_cv(rgb: torch.Tensor, fmt: FrameFormat, alpha: torch.Tensor | None) 
             if at.shape[-2:] != (h, w):
                 at = F.interpolate(at.reshape(1, 1, *at.shape[-2:]), size=(h, w), mode="bilinear", align_corners=False)
             a = cv2.threshold(np.ascontiguousarray(at.reshape(h, w).numpy()), 0.0, 0.0, cv2.THRESH_TOZERO)[1]
-            a = cv2.convertScaleAbs(a, alpha=255.0) if u8 else cv2.threshold(a, 1.0, 1.0, cv2.THRESH_TRUNC, dst=a)[1]
+            cv2.patchNaNs(a, 0.0)
+            a = cv2.threshold(a, 1.0, 1.0, cv2.THRESH_TRUNC, dst=a)[1]
+            a = cv2.convertScaleAbs(a, alpha=255.0) if u8 else a
         x = cv2.merge([x, a])
     if x.ndim == 2:
         x = x[..., None]

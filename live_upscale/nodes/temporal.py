@@ -53,6 +53,9 @@ class Stabilizer:
     """Motion-compensated recursive blend of the upscaler's outputs. See the module docstring."""
 
     DIS_PRESET = "ULTRAFAST"
+    # OpenCV's DIS refuses frames under 12 px and crashes the process (segfault, OpenCV 4.x) on short wide
+    # ones, e.g. 20x200; from 32 px on both sides it is sound: smaller flow images take the LK flow
+    DIS_MIN_SIDE = 32
 
     def __init__(self, cut_threshold: float = 0.12, tau: float = 0.01, max_flow_side: int = 512,
                  detail_sigma: float | None = 0.05, cpu_flow: str = "dis+lk", refine_iters: int = 2):
@@ -155,7 +158,7 @@ class Stabilizer:
         if float(np.abs(thumb - prev[1]).mean()) >= self.cut_threshold:  # scene cut: the current output as is
             return hr_t
         # backward flow: cur(p) ~ prev(p + flow(p)), in pixels of `gray`
-        if self.cpu_flow == "lk":
+        if self.cpu_flow == "lk" or min(gray.shape) < self.DIS_MIN_SIDE:
             flow = lk_flow_cv(gray, prev[0])
         else:
             if self._dis is None:

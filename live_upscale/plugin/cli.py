@@ -149,7 +149,7 @@ class FileOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     batch: int = Field(1, ge=1, le=4096, description="Frames per backend call.")
-    fps: float | None = Field(None, gt=0, le=1000, description="Output frame rate (a folder's, or a new one).")
+    fps: float | None = Field(None, ge=0.01, le=1000, description="Output frame rate (a folder's, or a new one).")
     crf: int = Field(16, ge=0, le=51, description="H.264 quality (0 = lossless, 51 = worst).")
 
 

@@ -42,9 +42,13 @@ VIDEO_EXTS = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 # audio codecs an mp4/mov can carry as they are; anything else is re-encoded to AAC there
 _MP4_AUDIO = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}
+# audio codecs each container takes as they are, and what others are re-encoded to (MKV and AVI take all)
+_AUDIO_FOR = {".mp4": (_MP4_AUDIO, "aac"), ".m4v": (_MP4_AUDIO, "aac"), ".mov": (_MP4_AUDIO, "aac"),
+              ".webm": ({"opus", "vorbis"}, "libopus")}
 # A header promising more pixels than this is refused before anything is allocated (Pillow's own
 # decompression-bomb limit, ~89 Mpx: a 9459x9459 image; 8K video is 33 Mpx).
 MAX_PIXELS = 89_478_485
+_ALPHA_MODES = ("RGBA", "LA", "La", "PA", "RGBa")
 _SAVE_OPTIONS = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"quality": 95}}
 
 
@@ -72,6 +76,7 @@ class Still:
     mode: str  # Pillow's mode
     deep: bool  # 16 bits per channel
     meta: dict = field(default_factory=dict)  # EXIF (orientation), ICC profile, dpi: written back unchanged
+    alpha: bool = False  # an alpha channel, or PNG/GIF colour-key transparency (tRNS)
 
 
 def list_frames(folder: str | Path) -> list[Path]:
@@ -121,6 +126,7 @@ def image_header(path: Path) -> Still:
             mode = im.mode
             tile = im.tile[0] if im.tile else None
             meta = {k: im.info[k] for k in ("exif", "icc_profile", "dpi") if im.info.get(k)}
+            transparent = "transparency" in im.info
     except PermissionError:
         raise InputError(f"cannot read {path}: permission denied") from None
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for a bad file
@@ -131,7 +137,8 @@ def image_header(path: Path) -> Still:
     raw = tile[3] if tile is not None and len(tile) > 3 else None
     raw = raw[0] if isinstance(raw, tuple) and raw else raw
     deep = mode.startswith("I;16") or (isinstance(raw, str) and ";16" in raw)
-    return Still(path, (w, h), mode, deep, meta)
+    alpha = mode in _ALPHA_MODES or transparent
+    return Still(path, (w, h), mode, deep, meta, alpha)
 
 
 def _short(e: BaseException) -> str:
@@ -162,13 +169,13 @@ def read_image(path: Path | Still) -> tuple[np.ndarray, str]:
                     a = np.asarray(im)
                     a = np.clip(a, 0, 65535).astype(np.uint16) if a.dtype != np.uint16 else a
                     return a, "HWC:GRAY:uint16"
-                if im.mode == "L":
+                if im.mode == "L" and "transparency" not in im.info:
                     return np.asarray(im), "HWC:GRAY:uint8"
-                if im.mode in ("RGB", "RGBA"):
+                if im.mode == "RGBA" or (im.mode == "RGB" and "transparency" not in im.info):
                     return np.asarray(im), f"HWC:{im.mode}:uint8"
                 if im.mode == "1":
                     return np.asarray(im.convert("L")), "HWC:GRAY:uint8"
-                alpha = im.mode in ("LA", "La", "PA", "RGBa") or "transparency" in im.info
+                alpha = im.mode in _ALPHA_MODES or "transparency" in im.info  # tRNS becomes alpha
                 im2 = im.convert("RGBA" if alpha else "RGB")
                 return np.asarray(im2), f"HWC:{im2.mode}:uint8"
     except InputError:
@@ -207,10 +214,10 @@ def write_image(path: Path, frame: np.ndarray, fmt: str = "HWC:RGB:uint8", mode:
         _write_deep_png(path, frame)
         return
     im = Image.fromarray(frame)
-    if mode in ("LA", "La", "PA") and im.mode == "RGBA":
+    if mode in ("L", "LA", "La") and im.mode == "RGBA" and suffix != ".bmp":  # grey+alpha (BMP has no LA)
         im = im.convert("LA")
-    elif suffix in (".jpg", ".jpeg") and im.mode == "RGBA":
-        im = im.convert("RGB")
+    if suffix in (".jpg", ".jpeg") and im.mode in ("RGBA", "LA"):
+        im = im.convert("RGB" if im.mode == "RGBA" else "L")
     opts = dict(_SAVE_OPTIONS.get(suffix, {}))
     for k, v in (meta or {}).items():
         if k != "dpi" or suffix in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):
@@ -254,6 +261,14 @@ class VideoInfo:
     matrix: list[int] | None  # display matrix (rotation/flip) to keep
     rotation: int = 0
     deep: bool = False  # more than 8 bits per channel
+    gray: bool = False  # one channel (luma only)
+
+    @property
+    def image_format(self) -> tuple[str, str]:
+        """(PyAV pixel format, ``FrameFormat``) its frames are decoded to for images: depth and grey kept."""
+        if self.gray:
+            return ("gray16le", "HWC:GRAY:uint16") if self.deep else ("gray", "HWC:GRAY:uint8")
+        return ("rgb48le", "HWC:RGB:uint16") if self.deep else ("rgb24", "HWC:RGB:uint8")
 
 
 def _av_errors() -> tuple[type[BaseException], ...]:
@@ -296,12 +311,13 @@ def probe_video(path: Path) -> VideoInfo:
         matrix, rot = _display_matrix(first)
         try:
             deep = max(c.bits for c in first.format.components) > 8
+            gray = len(first.format.components) == 1 or first.format.name.startswith(("gray", "ya"))
         except (AttributeError, ValueError):
-            deep = False
+            deep = gray = False
         return VideoInfo(
             size=(first.width, first.height), rate=Fraction(rate), time_base=v.time_base,
             frames=v.frames or None, audio=_audio_codec(c),
-            matrix=matrix, rotation=rot, deep=deep,
+            matrix=matrix, rotation=rot, deep=deep, gray=gray,
         )
     finally:
         c.close()
@@ -380,6 +396,7 @@ def plan(src: str | Path, dst: str | Path, *, overwrite: bool = False) -> Plan:
         raise OutputError(f"output {raw}: cannot replace the root of a file system; choose a folder inside it")
     if not os.path.lexists(src):
         raise InputError(f"input not found: {src}")
+    _check_name_lengths(dst)
     if src.is_dir():
         stills = [image_header(p) for p in list_frames(src)]
         p = Plan(src, dst, "folder", _output_kind(dst, raw), stills=stills, overwrite=overwrite)
@@ -390,6 +407,26 @@ def plan(src: str | Path, dst: str | Path, *, overwrite: bool = False) -> Plan:
     _check_destination(p)
     _describe(p)
     return p
+
+
+_TMP_EXTRA = 16  # what the temporary sibling adds to the output's name: ".NAME.PID.part"
+
+
+def _check_name_lengths(dst: Path) -> None:
+    """Each folder name fits the file system's limit, and the output's name leaves room for the temporary's."""
+    base = dst
+    while not os.path.isdir(base) and base != base.parent:  # (isdir: False for a name too long)
+        base = base.parent
+    try:
+        limit = os.pathconf(base, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    for part in dst.parts[1:]:
+        room = limit - (_TMP_EXTRA if part == dst.name else 0)
+        n = len(os.fsencode(part))
+        if n > room:
+            raise OutputError(f"output {part[:24]}...{part[-12:]}: the name is {n} bytes, the file system takes at "
+                              f"most {room} here; choose a shorter name")
 
 
 def _check_destination(p: Plan) -> None:
@@ -482,7 +519,7 @@ def _describe(p: Plan) -> None:
         if p.out == "video":
             if any(s.deep for s in p.stills):
                 p.notes.append("16-bit frames are written as 8-bit video")
-            if any(s.mode in ("RGBA", "LA", "La", "PA", "RGBa") for s in p.stills):
+            if any(s.alpha for s in p.stills):
                 p.notes.append("alpha is dropped: the video has no alpha channel")
         else:
             if any(s.mode == "P" for s in p.stills):
@@ -494,12 +531,20 @@ def _describe(p: Plan) -> None:
                 suffix(s) == ".png" or (suffix(s) in (".tif", ".tiff") and s.mode.startswith("I")))})
             if lose:
                 p.notes.append(f"16-bit images are written with 8 bits as {', '.join(lose)} (use .png to keep 16)")
-            if p.out == "image" and p.dst.suffix.lower() in (".jpg", ".jpeg") and any(
-                    s.mode in ("RGBA", "LA", "La", "PA", "RGBa") for s in p.stills):
+            if any(s.alpha and suffix(s) in (".jpg", ".jpeg") for s in p.stills):
                 p.notes.append("alpha is dropped: JPEG has no alpha channel (use .png)")
     if p.video is not None:
         if p.video.deep and p.out == "video":
             p.notes.append("a video of more than 8 bits per channel is written as 8-bit H.264")
+        if p.video.matrix is not None and p.out != "video":
+            m = p.video.matrix
+            turn = round(p.video.rotation / 90) % 4 * 90
+            mirrored = m[0] * m[4] - m[1] * m[3] < 0
+            if mirrored or turn != p.video.rotation % 360:
+                p.notes.append(f"the input's display matrix ({p.video.rotation} degrees{', mirrored' if mirrored else ''})"
+                               f" is applied only as a {turn} degree turn to the frames")
+            elif turn:
+                p.notes.append(f"the frames are turned {turn} degrees counterclockwise, as the video is displayed")
         if p.video.audio and p.out != "video":
             p.notes.append("the audio is not written: a folder of frames has no audio")
 
@@ -841,8 +886,10 @@ def _to_images(node, p: Plan, tmp: Path, batch: int, progress) -> Job:
     b = _Batcher(node, batch, save)
     try:
         if p.kind == "video":
-            for i, (frame, _pts) in enumerate(_decode_video(p.src)):
-                b.push(frame, i + 1)
+            pix, fmt = p.video.image_format
+            turn = round(p.video.rotation / 90) % 4 if p.video.matrix is not None else 0
+            for i, (frame, _pts) in enumerate(_decode_video(p.src, pix)):
+                b.push(np.ascontiguousarray(np.rot90(frame, turn)) if turn else frame, i + 1, fmt)
         else:
             for s in p.stills:
                 arr, fmt = read_image(s)
@@ -854,7 +901,7 @@ def _to_images(node, p: Plan, tmp: Path, batch: int, progress) -> Job:
         raise
 
 
-def _decode_video(path: Path) -> Iterator[tuple[np.ndarray, int | None]]:
+def _decode_video(path: Path, pix_fmt: str = "rgb24") -> Iterator[tuple[np.ndarray, int | None]]:
     import av
 
     with av.open(str(path), metadata_errors="replace") as c:
@@ -864,7 +911,7 @@ def _decode_video(path: Path) -> Iterator[tuple[np.ndarray, int | None]]:
         try:
             for frame in c.decode(v):
                 n += 1
-                yield frame.to_ndarray(format="rgb24"), frame.pts
+                yield frame.to_ndarray(format=pix_fmt), frame.pts
         except av.FFmpegError as e:
             raise InputError(f"{path}: truncated or corrupt video after frame {n} ({_short(e)})") from None
 
@@ -876,10 +923,21 @@ def _codec_for(dst: Path, width: int, height: int) -> tuple[str, str]:
     codec = "libvpx-vp9" if dst.suffix.lower() == ".webm" else "libx264"
     if codec not in av.codecs_available:
         codec = "mpeg4"
+    side = {"libx264": 16384, "mpeg4": 8191, "libvpx-vp9": 65536}[codec]  # the encoders' largest side
+    if max(width, height) > side:
+        other = " use .webm (VP9 takes up to 65536 px)," if codec != "libvpx-vp9" else ""
+        raise OutputError(f"{dst}: the output would be {width}x{height} and {codec} encodes at most {side} px a "
+                          f"side;{other} write a folder of frames, or choose a smaller --scale")
     odd = width % 2 or height % 2
     if odd and codec == "mpeg4":
         raise OutputError(f"{codec} cannot encode odd sizes ({width}x{height}); write a folder or use an even --scale")
     return codec, "yuv444p" if odd else "yuv420p"
+
+
+def _rate(fps: float) -> Fraction:
+    """A frame rate as a fraction (NTSC's x/1001 exact); never 0, whatever the caller let through."""
+    r = Fraction(fps).limit_denominator(1001)
+    return r if r > 0 else Fraction(1, 1001)
 
 
 def _to_video(node, p: Plan, tmp: Path, batch, crf, progress, fps_override) -> Job:
@@ -888,10 +946,10 @@ def _to_video(node, p: Plan, tmp: Path, batch, crf, progress, fps_override) -> J
     vi = p.video
     src = p.src
     if vi is not None:
-        rate = Fraction(fps_override).limit_denominator(1001) if fps_override else vi.rate
+        rate = _rate(fps_override) if fps_override else vi.rate
         time_base = vi.time_base if (vi.time_base and not fps_override) else 1 / rate
     else:
-        rate = Fraction(fps_override).limit_denominator(1001) if fps_override else Fraction(30)
+        rate = _rate(fps_override) if fps_override else Fraction(30)
         time_base = 1 / rate
     out_w, out_h = _video_size(node, p)
     codec, pix_fmt = _codec_for(p.dst, out_w, out_h)
@@ -922,6 +980,9 @@ def _to_video(node, p: Plan, tmp: Path, batch, crf, progress, fps_override) -> J
             else:
                 notes.append(f"the input's rotation ({vi.rotation} degrees) is not kept: this PyAV cannot write it")
         aout, a_transcode = _audio_stream(out, ain, p.dst)
+        if a_transcode:
+            notes.append(f"the audio ({vi.audio}) is re-encoded as {aout.codec_context.name.removeprefix('lib')}: "
+                         f"{p.dst.suffix.lower()} cannot hold {vi.audio}")
         bad_audio = [0]
         last = {"pts": None, "fixed": 0}
         step = max(1, round(1 / (float(rate) * float(time_base))))  # one frame in time_base units
@@ -1007,8 +1068,10 @@ def _audio_stream(out, ain, dst: Path):
     if ain is None:
         return None, None
     name = ain.codec_context.name
-    if dst.suffix.lower() in (".mp4", ".mov", ".m4v") and name not in _MP4_AUDIO:
-        aout = out.add_stream("aac", rate=ain.codec_context.sample_rate or 48000)
+    takes, codec = _AUDIO_FOR.get(dst.suffix.lower(), (None, None))
+    if takes is not None and name not in takes:  # re-encoded to a codec the container takes
+        rate = ain.codec_context.sample_rate or 48000
+        aout = out.add_stream(codec, rate=48000 if codec == "libopus" else rate)  # Opus: 48 kHz (resampled)
         return aout, True
     return out.add_stream_from_template(ain), None
 
