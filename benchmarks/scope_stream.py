@@ -129,11 +129,8 @@ def register_burst_main(size: int) -> str:
 BURST_MAINS: list = []
 
 
-def apply_pr532() -> None:
-    """Scope's open PR #532 on top of its prepare_chunk: input_size=1 drains the queue, keeps the newest."""
-    from scope.server.pipeline_processor import PipelineProcessor
-
-    original = PipelineProcessor.prepare_chunk
+def pr532_prepare_chunk(original):
+    """Scope's open PR #532 on top of a ``prepare_chunk``: input_size=1 drains the queue, keeps the newest."""
 
     def prepare_chunk(self, input_queue_ref, chunk_size):
         if chunk_size != 1:
@@ -146,7 +143,14 @@ def apply_pr532() -> None:
                 break
         return [newest] if newest is not None else []
 
-    PipelineProcessor.prepare_chunk = prepare_chunk
+    return prepare_chunk
+
+
+def apply_pr532() -> None:
+    """Patch the imported Scope's ``PipelineProcessor`` with PR #532's sampling."""
+    from scope.server.pipeline_processor import PipelineProcessor
+
+    PipelineProcessor.prepare_chunk = pr532_prepare_chunk(PipelineProcessor.prepare_chunk)
 
 
 def contiguous(pts: list) -> bool:

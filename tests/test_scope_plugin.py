@@ -531,21 +531,13 @@ def pr532(monkeypatch, request):
     drains = bool(getattr(request, "param", False))
     if not REAL_SCOPE:
         monkeypatch.setattr(PipelineProcessor, "DRAIN_SINGLE_FRAME", drains)
-    elif drains:  # real Scope: its prepare_chunk with the PR's change applied on top
-        original = PipelineProcessor.prepare_chunk
-
-        def prepare_chunk(self, input_queue_ref, chunk_size):
-            if chunk_size != 1:
-                return original(self, input_queue_ref, chunk_size)
-            newest = None
-            while not input_queue_ref.empty():
-                try:
-                    newest = input_queue_ref.get_nowait()
-                except queue.Empty:
-                    break
-            return [newest] if newest is not None else []
-
-        monkeypatch.setattr(PipelineProcessor, "prepare_chunk", prepare_chunk)
+    elif drains:  # real Scope: its prepare_chunk with the PR's change applied on top (as benchmarks/scope_stream.py)
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+        try:
+            from scope_stream import pr532_prepare_chunk
+        finally:
+            sys.path.pop(0)
+        monkeypatch.setattr(PipelineProcessor, "prepare_chunk", pr532_prepare_chunk(PipelineProcessor.prepare_chunk))
     monkeypatch.setattr(pipeline_mod, "_DRAINS", None)  # the probe asks Scope's code again
     yield drains
     pipeline_mod._DRAINS = None
